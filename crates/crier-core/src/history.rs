@@ -1,0 +1,113 @@
+//! Channel history: the trait every store implements, and what it promises.
+//!
+//! A store is the one place that assigns offsets. `append` takes a batch in order,
+//! gives each message the next offset of its channel, makes the batch durable under
+//! the store's fsync policy, hands it to the [`Deliver`] hook *in offset order*, and
+//! only then returns. Because delivery happens after the write and in that order, a
+//! subscriber that registers for live messages before reading history misses nothing:
+//! any message its read does not see is delivered to it live.
+
+pub mod disk;
+pub mod memory;
+
+use crate::message::{NewMessage, Published};
+use crate::position::StreamPosition;
+use async_trait::async_trait;
+use crier_protocol::ChannelName;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How much history one app's channels keep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// Newest messages kept per channel (at least 1).
+    pub max_messages: usize,
+    /// Messages older than this are dropped, except the last one of a `cache-` channel.
+    pub max_age: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            max_messages: 1000,
+            max_age: Duration::from_secs(86_400),
+        }
+    }
+}
+
+/// When a publish counts as durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum FsyncPolicy {
+    /// fsync before acknowledging; batches formed from publishes already waiting.
+    Always,
+    /// Acknowledge once written to the OS (survives a crash of Crier, not of the
+    /// machine); fsync every `interval`.
+    #[default]
+    Grouped,
+}
+
+/// Receives each committed batch, in offset order, before `append` returns.
+pub trait Deliver: Send + Sync + 'static {
+    fn deliver(&self, batch: &[Arc<Published>]);
+}
+
+/// One page of a channel's history.
+#[derive(Debug)]
+pub struct HistoryPage {
+    /// Oldest first.
+    pub messages: Vec<Arc<Published>>,
+    /// The cursor given is older than what is retained, or from another epoch: messages
+    /// between it and `messages[0]` are lost.
+    pub gap: bool,
+    /// Resume point after this page: the last message returned, or the channel's tip
+    /// when nothing was returned.
+    pub position: StreamPosition,
+    /// More retained messages follow this page.
+    pub more: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error("history storage failed: {0}")]
+    Storage(String),
+    #[error("history store is shut down")]
+    Closed,
+}
+
+/// A channel history. Implementations: [`disk::DiskHistory`] (embedded, durable) and
+/// [`memory::MemoryHistory`] (tests, ephemeral nodes).
+#[async_trait]
+pub trait HistoryStore: Send + Sync + 'static {
+    /// Appends `batch` in order, assigning offsets, and delivers it (see module docs).
+    /// All messages of the batch belong to apps known to the store's retention lookup.
+    ///
+    /// # Errors
+    /// Storage failures; then nothing of the batch was delivered.
+    async fn append(&self, batch: Vec<NewMessage>) -> Result<Vec<Arc<Published>>, HistoryError>;
+
+    /// Up to `limit` retained messages after `after` (`None`: from the oldest).
+    async fn read(
+        &self,
+        app_id: &str,
+        channel: &ChannelName,
+        after: Option<&StreamPosition>,
+        limit: usize,
+    ) -> Result<HistoryPage, HistoryError>;
+
+    /// The newest retained message of a channel, for `cache-` channels.
+    async fn last(
+        &self,
+        app_id: &str,
+        channel: &ChannelName,
+    ) -> Result<Option<Arc<Published>>, HistoryError>;
+
+    /// Position of the channel's newest message (offset 0 if it has none).
+    async fn tip(&self, app_id: &str, channel: &ChannelName)
+        -> Result<StreamPosition, HistoryError>;
+
+    /// Makes everything appended so far durable; called on shutdown.
+    async fn flush(&self) -> Result<(), HistoryError>;
+}
+
+/// Retention per app, looked up by the store on every append and sweep.
+pub type RetentionLookup = Arc<dyn Fn(&str) -> Retention + Send + Sync>;

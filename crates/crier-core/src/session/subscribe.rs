@@ -1,0 +1,196 @@
+//! `pusher:subscribe`: authorization, presence join, and the replay of missed
+//! messages (`since`) or of a cache channel's last event.
+
+use super::{Membership, Session};
+use crate::hub::PresenceJoin;
+use crate::position::{Cursor, StreamPosition};
+use bytes::Bytes;
+use crier_protocol::frames::{self, SubscribeRequest};
+use crier_protocol::{signature, ChannelKind, ChannelName};
+use std::sync::Arc;
+
+/// A refused subscription: `pusher:subscription_error` fields.
+struct Refusal {
+    kind: &'static str,
+    error: String,
+    status: u16,
+}
+
+impl Refusal {
+    fn new(kind: &'static str, error: impl Into<String>, status: u16) -> Self {
+        Self {
+            kind,
+            error: error.into(),
+            status,
+        }
+    }
+}
+
+/// Parsed `channel_data` of a presence subscription.
+fn presence_member(
+    channel_data: Option<&str>,
+    max_info: usize,
+) -> Result<(Arc<str>, serde_json::Value), Refusal> {
+    let bad = |e: &str| Refusal::new("AuthError", e.to_owned(), 400);
+    let data = channel_data.ok_or_else(|| bad("presence channels need channel_data"))?;
+    let value: serde_json::Value =
+        serde_json::from_str(data).map_err(|_| bad("channel_data is not JSON"))?;
+    let user_id = match value.get("user_id") {
+        Some(serde_json::Value::String(s)) if !s.is_empty() && s.len() <= 128 => s.clone(),
+        Some(serde_json::Value::Number(n)) => n.to_string(),
+        _ => return Err(bad("channel_data needs a user_id (string of 1-128 characters)")),
+    };
+    let info = value
+        .get("user_info")
+        .cloned()
+        .unwrap_or(serde_json::Value::Null);
+    if info.to_string().len() > max_info {
+        return Err(bad("user_info is too large"));
+    }
+    Ok((Arc::from(user_id), info))
+}
+
+impl Session {
+    pub(super) async fn subscribe(&mut self, req: SubscribeRequest) -> Vec<Bytes> {
+        match self.try_subscribe(&req).await {
+            Ok(frames) => frames,
+            Err(r) => {
+                metrics::counter!("crier_client_errors_total", "kind" => "subscription_error")
+                    .increment(1);
+                vec![Bytes::from(frames::subscription_error(
+                    &req.channel,
+                    r.kind,
+                    &r.error,
+                    r.status,
+                ))]
+            }
+        }
+    }
+
+    fn authorize(&self, channel: &ChannelName, req: &SubscribeRequest) -> Result<(), Refusal> {
+        if !channel.kind().requires_auth() {
+            return Ok(());
+        }
+        let auth = req
+            .auth
+            .as_deref()
+            .ok_or_else(|| Refusal::new("AuthError", "auth is required for this channel", 401))?;
+        let message = signature::channel_auth_message(
+            &self.socket_id,
+            channel.as_str(),
+            req.channel_data.as_deref(),
+        );
+        if signature::verify_key_signature(&self.app.key, &self.app.secret, &message, auth) {
+            Ok(())
+        } else {
+            Err(Refusal::new("AuthError", "Invalid signature", 401))
+        }
+    }
+
+    async fn try_subscribe(&mut self, req: &SubscribeRequest) -> Result<Vec<Bytes>, Refusal> {
+        let channel = ChannelName::parse(&req.channel)
+            .map_err(|e| Refusal::new("InvalidChannel", e.to_string(), 400))?;
+        if channel.kind() == ChannelKind::ServerToUser {
+            return Err(Refusal::new(
+                "InvalidChannel",
+                "server-to-user channels are joined by signing in",
+                403,
+            ));
+        }
+        if self.channels.contains_key(&channel) {
+            // Pusher answers a repeated subscribe as a success without a second join.
+            return Ok(vec![Bytes::from(frames::subscription_succeeded(
+                channel.as_str(),
+            ))]);
+        }
+        self.authorize(&channel, req)?;
+        let presence = if channel.kind() == ChannelKind::Presence {
+            let (user_id, user_info) =
+                presence_member(req.channel_data.as_deref(), self.app.limits.max_user_info_size)?;
+            Some(PresenceJoin {
+                user_id,
+                user_info,
+                max_members: self.app.limits.max_presence_members,
+            })
+        } else {
+            None
+        };
+        let presence_user = presence.as_ref().map(|p| p.user_id.clone());
+        // Register for live messages before reading history: whatever the read misses
+        // is delivered live, and `accept` drops what both paths carry.
+        let (_, presence_frame) = self
+            .node
+            .hub
+            .subscribe(&self.app.id, &channel, self.subscriber(), presence)
+            .map_err(|_| Refusal::new("LimitReached", "presence channel is full", 403))?;
+        self.channels
+            .insert(channel.clone(), Membership { presence_user });
+        let mut out = vec![Bytes::from(presence_frame.unwrap_or_else(|| {
+            frames::subscription_succeeded(channel.as_str())
+        }))];
+        if let Some(since) = &req.since {
+            self.replay(&channel, since, &mut out).await;
+        } else if channel.is_cache() {
+            self.send_cached(&channel, &mut out).await;
+        }
+        Ok(out)
+    }
+
+    async fn send_cached(&mut self, channel: &ChannelName, out: &mut Vec<Bytes>) {
+        match self.node.broker.history().last(&self.app.id, channel).await {
+            Ok(Some(message)) => {
+                self.recovering
+                    .insert(channel.clone(), message.position.clone());
+                out.push(message.pusher_frame());
+            }
+            Ok(None) => out.push(Bytes::from(frames::cache_miss(channel.as_str()))),
+            Err(e) => {
+                tracing::warn!(error = %e, %channel, "cache channel read failed");
+                out.push(Bytes::from(frames::cache_miss(channel.as_str())));
+            }
+        }
+    }
+
+    /// Appends the messages after `since` to `out`, preceded by `crier:gap` when the
+    /// cursor is no longer covered by history.
+    async fn replay(&mut self, channel: &ChannelName, since: &str, out: &mut Vec<Bytes>) {
+        let history = self.node.broker.history().clone();
+        let mut after: Option<StreamPosition> = match Cursor::decode(since, Some(channel)) {
+            Ok(cursor) => cursor.get(channel).cloned(),
+            Err(_) => None,
+        };
+        if after.is_none() {
+            // An unreadable cursor or one for other channels: the client cannot know
+            // what it missed, so tell it and send what is retained.
+            out.push(Bytes::from(frames::gap(channel.as_str())));
+        }
+        let limit = self.node.settings.replay_limit;
+        let mut sent = 0usize;
+        let mut first_page = true;
+        loop {
+            let page = match history
+                .read(&self.app.id, channel, after.as_ref(), limit.saturating_sub(sent).clamp(1, 500))
+                .await
+            {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(error = %e, %channel, "history read failed during resume");
+                    out.push(Bytes::from(frames::gap(channel.as_str())));
+                    return;
+                }
+            };
+            if first_page && page.gap && after.is_some() {
+                out.push(Bytes::from(frames::gap(channel.as_str())));
+            }
+            first_page = false;
+            sent += page.messages.len();
+            out.extend(page.messages.iter().map(|m| m.pusher_frame()));
+            self.recovering.insert(channel.clone(), page.position.clone());
+            after = Some(page.position);
+            if !page.more || sent >= limit {
+                break;
+            }
+        }
+        metrics::counter!("crier_replayed_messages_total").increment(sent as u64);
+    }
+}

@@ -1,0 +1,120 @@
+//! The Pusher-compatible HTTP API (SPEC §3): request signing, errors, and routes.
+
+mod channels;
+mod events;
+mod messages;
+mod users;
+
+use crate::server::AppState;
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use crier_core::App;
+use crier_protocol::signature::{self, QueryPairs, RequestAuthError};
+use std::sync::Arc;
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/apps/{app_id}/events", post(events::publish))
+        .route("/apps/{app_id}/batch_events", post(events::publish_batch))
+        .route("/apps/{app_id}/channels", get(channels::list))
+        .route("/apps/{app_id}/channels/{channel}", get(channels::show))
+        .route("/apps/{app_id}/channels/{channel}/users", get(channels::users))
+        .route("/apps/{app_id}/channels/{channel}/messages", get(messages::list))
+        .route(
+            "/apps/{app_id}/users/{user_id}/terminate_connections",
+            post(users::terminate_connections),
+        )
+}
+
+/// An API error: a status and a message naming what is wrong.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        metrics::counter!("crier_api_errors_total", "status" => self.status.as_u16().to_string())
+            .increment(1);
+        (self.status, Json(serde_json::json!({ "error": self.message }))).into_response()
+    }
+}
+
+pub(crate) async fn not_found(uri: Uri) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, format!("no route for {}", uri.path()))
+}
+
+/// Decodes a query string into pairs (percent-decoding values).
+pub(crate) fn query_pairs(uri: &Uri) -> Result<QueryPairs, ApiError> {
+    serde_urlencoded::from_str(uri.query().unwrap_or(""))
+        .map_err(|e| ApiError::bad_request(format!("invalid query string: {e}")))
+}
+
+pub(crate) fn query_value<'a>(query: &'a QueryPairs, name: &str) -> Option<&'a str> {
+    query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+/// A request whose signature checked out.
+pub(crate) struct Signed {
+    pub app: Arc<App>,
+    pub query: QueryPairs,
+}
+
+/// Finds the app and verifies Pusher's request signature.
+pub(crate) fn authenticate(
+    state: &AppState,
+    app_id: &str,
+    method: &Method,
+    uri: &Uri,
+    body: &[u8],
+) -> Result<Signed, ApiError> {
+    let app = state
+        .node
+        .apps
+        .by_id(app_id)
+        .cloned()
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("unknown app {app_id:?}")))?;
+    let query = query_pairs(uri)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    signature::verify_request(
+        &app.key,
+        &app.secret,
+        method.as_str(),
+        uri.path(),
+        &query,
+        body,
+        now,
+    )
+    .map_err(|e| {
+        let status = match e {
+            RequestAuthError::Missing(_) | RequestAuthError::BadVersion | RequestAuthError::BadTimestamp => {
+                StatusCode::UNAUTHORIZED
+            }
+            _ => StatusCode::UNAUTHORIZED,
+        };
+        ApiError::new(status, e.to_string())
+    })?;
+    if !app.enabled {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "app is disabled"));
+    }
+    Ok(Signed { app, query })
+}

@@ -1,0 +1,86 @@
+//! Turns a validated [`Config`] into a running domain [`Node`]: apps, hub, history
+//! store and broker.
+
+use crate::config::{AppConfig, Config, Fsync};
+use crier_core::app::Webhook;
+use crier_core::broker::MemoryBroker;
+use crier_core::history::disk::DiskHistory;
+use crier_core::history::{FsyncPolicy, HistoryStore, Retention, RetentionLookup};
+use crier_core::hub::Hub;
+use crier_core::{App, AppRegistry, Node, NodeSettings};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn app_from_config(c: &AppConfig, config: &Config) -> App {
+    let mut app = App::new(&c.id, &c.key, &c.secret);
+    app.enabled = c.enabled;
+    app.client_events = c.client_events;
+    app.limits.max_connections = c.max_connections;
+    if let Some(v) = c.max_event_size {
+        app.limits.max_event_size = v;
+    }
+    if let Some(v) = c.max_presence_members {
+        app.limits.max_presence_members = v;
+    }
+    if let Some(v) = c.client_events_per_sec {
+        app.limits.client_events_per_sec = v;
+    }
+    app.allowed_origins = c.allowed_origins.clone();
+    app.webhooks = c
+        .webhooks
+        .iter()
+        .map(|w| Webhook {
+            url: w.url.clone(),
+            events: w.events.clone(),
+        })
+        .collect();
+    app.retention = Retention {
+        max_messages: c.history_max_messages.unwrap_or(config.history.max_messages),
+        max_age: Duration::from_secs(c.history_max_age_secs.unwrap_or(config.history.max_age_secs)),
+    };
+    app
+}
+
+/// Builds the node, opening the history under `server.data_dir`.
+///
+/// # Errors
+/// The history store cannot be opened (permissions, a locked or damaged directory).
+pub fn node(config: &Config) -> anyhow::Result<Arc<Node>> {
+    let apps = AppRegistry::new(config.apps.iter().map(|a| app_from_config(a, config)));
+    let retention_by_app: std::collections::HashMap<String, Retention> = apps
+        .iter()
+        .map(|a| (a.id.to_string(), a.retention))
+        .collect();
+    let retention: RetentionLookup = Arc::new(move |id: &str| {
+        retention_by_app.get(id).copied().unwrap_or_default()
+    });
+    let hub = Arc::new(Hub::new());
+    let policy = match config.history.fsync {
+        Fsync::Always => FsyncPolicy::Always,
+        Fsync::Grouped => FsyncPolicy::Grouped,
+    };
+    std::fs::create_dir_all(&config.server.data_dir).map_err(|e| {
+        anyhow::anyhow!(
+            "server.data_dir: cannot create {}: {e}",
+            config.server.data_dir.display()
+        )
+    })?;
+    let history: Arc<dyn HistoryStore> = Arc::new(
+        DiskHistory::open(
+            &config.server.data_dir.join("history"),
+            policy,
+            Duration::from_millis(config.history.fsync_interval_ms.max(1)),
+            retention,
+            hub.clone(),
+        )
+        .map_err(|e| anyhow::anyhow!("server.data_dir: cannot open history: {e}"))?,
+    );
+    let broker = Arc::new(MemoryBroker::new(history, hub.clone()));
+    let settings = NodeSettings {
+        activity_timeout: Duration::from_secs(config.server.activity_timeout_secs),
+        pong_timeout: Duration::from_secs(config.server.pong_timeout_secs),
+        outbox_capacity: config.server.outbox_capacity,
+        ..NodeSettings::default()
+    };
+    Ok(Arc::new(Node::new(apps, hub, broker, settings)))
+}

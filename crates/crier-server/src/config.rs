@@ -1,0 +1,519 @@
+//! Configuration: the TOML file of SPEC §1, overridden by `CRIER_*` environment
+//! variables and command-line flags, validated into one `Config` with errors that
+//! name the offending key.
+
+use clap::Args;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Credentials of the built-in development app; refused on non-loopback addresses.
+pub const DEV_APP_ID: &str = "app";
+pub const DEV_APP_KEY: &str = "app-key";
+pub const DEV_APP_SECRET: &str = "app-secret";
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub apps: Vec<AppConfig>,
+    pub history: HistoryConfig,
+    pub ingest: IngestConfig,
+    pub broker: BrokerConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            apps: vec![AppConfig::dev()],
+            history: HistoryConfig::default(),
+            ingest: IngestConfig::default(),
+            broker: BrokerConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: String,
+    /// Runtime worker threads; 0 means one per core.
+    pub workers: usize,
+    pub data_dir: PathBuf,
+    pub log_format: LogFormat,
+    pub log_file: String,
+    /// Seconds of silence before a ping (told to clients as `activity_timeout`).
+    pub activity_timeout_secs: u64,
+    /// Seconds to wait for a pong before closing with 4201.
+    pub pong_timeout_secs: u64,
+    /// Frames queued per connection before it is closed as a slow consumer.
+    pub outbox_capacity: usize,
+    /// Largest WebSocket message accepted from a client, in bytes.
+    pub max_frame_bytes: usize,
+    /// Largest HTTP API request body, in bytes (413 beyond).
+    pub max_body_bytes: usize,
+    /// Seconds graceful shutdown may take before connections are dropped.
+    pub shutdown_timeout_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:6001".into(),
+            workers: 0,
+            data_dir: PathBuf::from("./crier-data"),
+            log_format: LogFormat::Text,
+            log_file: String::new(),
+            activity_timeout_secs: 120,
+            pong_timeout_secs: 30,
+            outbox_capacity: 1024,
+            max_frame_bytes: 64 * 1024,
+            max_body_bytes: 256 * 1024,
+            shutdown_timeout_secs: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    pub url: String,
+    #[serde(default)]
+    pub events: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    pub id: String,
+    pub key: String,
+    pub secret: String,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default = "yes")]
+    pub client_events: bool,
+    #[serde(default)]
+    pub max_connections: u64,
+    #[serde(default = "any_origin")]
+    pub allowed_origins: Vec<String>,
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
+    #[serde(default)]
+    pub max_event_size: Option<usize>,
+    #[serde(default)]
+    pub max_presence_members: Option<usize>,
+    #[serde(default)]
+    pub client_events_per_sec: Option<u32>,
+    /// Per-app history overrides of `[history]`.
+    #[serde(default)]
+    pub history_max_messages: Option<usize>,
+    #[serde(default)]
+    pub history_max_age_secs: Option<u64>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn any_origin() -> Vec<String> {
+    vec!["*".into()]
+}
+
+impl AppConfig {
+    pub fn dev() -> Self {
+        Self::new(DEV_APP_ID, DEV_APP_KEY, DEV_APP_SECRET)
+    }
+
+    pub fn new(id: &str, key: &str, secret: &str) -> Self {
+        Self {
+            id: id.into(),
+            key: key.into(),
+            secret: secret.into(),
+            enabled: true,
+            client_events: true,
+            max_connections: 0,
+            allowed_origins: any_origin(),
+            webhooks: Vec::new(),
+            max_event_size: None,
+            max_presence_members: None,
+            client_events_per_sec: None,
+            history_max_messages: None,
+            history_max_age_secs: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Fsync {
+    Always,
+    #[default]
+    Grouped,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryConfig {
+    pub max_messages: usize,
+    pub max_age_secs: u64,
+    pub fsync: Fsync,
+    /// With `grouped`, how often the journal is fsynced.
+    pub fsync_interval_ms: u64,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        Self {
+            max_messages: 1000,
+            max_age_secs: 86_400,
+            fsync: Fsync::Grouped,
+            fsync_interval_ms: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    pub udp: UdpConfig,
+    pub redis_queue: Option<RedisQueueConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UdpConfig {
+    /// Empty turns the listener off.
+    pub listen: String,
+}
+
+impl Default for UdpConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:6002".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RedisQueueConfig {
+    #[serde(default = "default_redis_url")]
+    pub url: String,
+    #[serde(default = "default_queue_key")]
+    pub key: String,
+}
+
+fn default_redis_url() -> String {
+    "redis://127.0.0.1:6379".into()
+}
+
+fn default_queue_key() -> String {
+    "crier:publish".into()
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum BrokerKind {
+    #[default]
+    Memory,
+    Redis,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerConfig {
+    pub kind: BrokerKind,
+    pub url: String,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            kind: BrokerKind::Memory,
+            url: default_redis_url(),
+        }
+    }
+}
+
+/// Settings that flags and `CRIER_*` variables override; each documents its key.
+#[derive(Debug, Clone, Default, Args)]
+pub struct Overrides {
+    /// TOML config file (SPEC keys: [server], [[apps]], [history], [ingest.*], [broker]).
+    #[arg(long, short, env = "CRIER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// HTTP/WebSocket/SSE address [server.listen, default 127.0.0.1:6001].
+    #[arg(long, env = "CRIER_LISTEN")]
+    pub listen: Option<String>,
+    /// Runtime worker threads, 0 = one per core [server.workers].
+    #[arg(long, env = "CRIER_WORKERS")]
+    pub workers: Option<usize>,
+    /// History directory [server.data_dir, default ./crier-data].
+    #[arg(long, env = "CRIER_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Log format [server.log_format].
+    #[arg(long, env = "CRIER_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log to this file instead of stderr [server.log_file].
+    #[arg(long, env = "CRIER_LOG_FILE")]
+    pub log_file: Option<String>,
+    /// UDP ingest address, "" = off [ingest.udp.listen, default 127.0.0.1:6002].
+    #[arg(long, env = "CRIER_UDP_LISTEN")]
+    pub udp_listen: Option<String>,
+    /// History fsync policy [history.fsync].
+    #[arg(long, env = "CRIER_FSYNC", value_enum)]
+    pub fsync: Option<Fsync>,
+    /// Messages kept per channel [history.max_messages].
+    #[arg(long, env = "CRIER_HISTORY_MAX_MESSAGES")]
+    pub history_max_messages: Option<usize>,
+    /// Seconds messages are kept [history.max_age_secs].
+    #[arg(long, env = "CRIER_HISTORY_MAX_AGE_SECS")]
+    pub history_max_age_secs: Option<u64>,
+    /// Broker kind [broker.kind].
+    #[arg(long, env = "CRIER_BROKER", value_enum)]
+    pub broker: Option<BrokerKind>,
+    /// Broker URL [broker.url].
+    #[arg(long, env = "CRIER_BROKER_URL")]
+    pub broker_url: Option<String>,
+    /// Replace the apps with one app of this id (with --app-key, --app-secret).
+    #[arg(long, env = "CRIER_APP_ID", requires_all = ["app_key", "app_secret"])]
+    pub app_id: Option<String>,
+    #[arg(long, env = "CRIER_APP_KEY", requires = "app_id")]
+    pub app_key: Option<String>,
+    #[arg(long, env = "CRIER_APP_SECRET", requires = "app_id", hide_env_values = true)]
+    pub app_secret: Option<String>,
+}
+
+/// A configuration problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+impl Config {
+    /// Reads a TOML config file.
+    ///
+    /// # Errors
+    /// Unreadable file, TOML syntax, unknown keys or wrong types.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
+    }
+
+    /// File (if any), then environment and flags; then validation.
+    ///
+    /// # Errors
+    /// See [`ConfigError`].
+    pub fn load(o: &Overrides) -> Result<Self, ConfigError> {
+        let mut c = match &o.config {
+            Some(path) => Self::from_file(path)?,
+            None => Self::default(),
+        };
+        let s = &mut c.server;
+        if let Some(v) = &o.listen {
+            s.listen = v.clone();
+        }
+        if let Some(v) = o.workers {
+            s.workers = v;
+        }
+        if let Some(v) = &o.data_dir {
+            s.data_dir = v.clone();
+        }
+        if let Some(v) = o.log_format {
+            s.log_format = v;
+        }
+        if let Some(v) = &o.log_file {
+            s.log_file = v.clone();
+        }
+        if let Some(v) = &o.udp_listen {
+            c.ingest.udp.listen = v.clone();
+        }
+        if let Some(v) = o.fsync {
+            c.history.fsync = v;
+        }
+        if let Some(v) = o.history_max_messages {
+            c.history.max_messages = v;
+        }
+        if let Some(v) = o.history_max_age_secs {
+            c.history.max_age_secs = v;
+        }
+        if let Some(v) = o.broker {
+            c.broker.kind = v;
+        }
+        if let Some(v) = &o.broker_url {
+            c.broker.url = v.clone();
+        }
+        if let (Some(id), Some(key), Some(secret)) = (&o.app_id, &o.app_key, &o.app_secret) {
+            c.apps = vec![AppConfig::new(id, key, secret)];
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.server
+            .listen
+            .parse()
+            .map_err(|_| invalid("server.listen", format!("{:?} is not an address like 127.0.0.1:6001", self.server.listen)))
+    }
+
+    /// Checks values and combinations no type can express.
+    ///
+    /// # Errors
+    /// The first problem found, naming its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let listen = self.listen_addr()?;
+        if !self.ingest.udp.listen.is_empty() {
+            self.ingest
+                .udp
+                .listen
+                .parse::<SocketAddr>()
+                .map_err(|_| invalid("ingest.udp.listen", "not an address (use \"\" to turn it off)"))?;
+        }
+        if self.apps.is_empty() {
+            return Err(invalid("apps", "at least one [[apps]] table is needed"));
+        }
+        let mut ids = std::collections::HashSet::new();
+        let mut keys = std::collections::HashSet::new();
+        for (i, app) in self.apps.iter().enumerate() {
+            let key = |k: &str| format!("apps[{i}].{k}");
+            for (name, value) in [("id", &app.id), ("key", &app.key), ("secret", &app.secret)] {
+                if value.is_empty() {
+                    return Err(invalid(key(name), "must not be empty"));
+                }
+            }
+            if !ids.insert(&app.id) {
+                return Err(invalid(key("id"), format!("duplicate app id {:?}", app.id)));
+            }
+            if !keys.insert(&app.key) {
+                return Err(invalid(key("key"), format!("duplicate app key {:?}", app.key)));
+            }
+            if app.secret == DEV_APP_SECRET && !listen.ip().is_loopback() {
+                return Err(invalid(
+                    key("secret"),
+                    format!(
+                        "the built-in development secret is refused on the non-loopback address {listen}; set a real secret"
+                    ),
+                ));
+            }
+            if app.history_max_messages == Some(0) {
+                return Err(invalid(key("history_max_messages"), "must be at least 1"));
+            }
+        }
+        if self.history.max_messages == 0 {
+            return Err(invalid("history.max_messages", "must be at least 1"));
+        }
+        if self.history.max_age_secs == 0 {
+            return Err(invalid("history.max_age_secs", "must be at least 1"));
+        }
+        if self.server.outbox_capacity == 0 {
+            return Err(invalid("server.outbox_capacity", "must be at least 1"));
+        }
+        if self.broker.kind == BrokerKind::Redis && self.broker.url.is_empty() {
+            return Err(invalid("broker.url", "needed with kind = \"redis\""));
+        }
+        Ok(())
+    }
+
+    /// Whether the built-in development credentials are in use.
+    pub fn uses_dev_credentials(&self) -> bool {
+        self.apps.iter().any(|a| a.secret == DEV_APP_SECRET)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_example_parses() {
+        let c = Config::from_toml(
+            r#"
+[server]
+listen = "127.0.0.1:6001"
+workers = 2
+data_dir = "./crier-data"
+log_format = "text"
+log_file = ""
+
+[[apps]]
+id = "app"
+key = "app-key"
+secret = "app-secret"
+enabled = true
+client_events = true
+max_connections = 0
+allowed_origins = ["*"]
+webhooks = [{ url = "http://127.0.0.1:3001/hook", events = ["channel_occupied", "channel_vacated"] }]
+
+[history]
+max_messages = 1000
+max_age_secs = 86400
+fsync = "grouped"
+
+[ingest.udp]
+listen = "127.0.0.1:6002"
+
+[ingest.redis_queue]
+url = "redis://127.0.0.1:6379"
+key = "crier:publish"
+
+[broker]
+kind = "memory"
+url = "redis://127.0.0.1:6379"
+"#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.server.workers, 2);
+        assert_eq!(c.apps[0].webhooks.len(), 1);
+        assert_eq!(c.ingest.redis_queue.unwrap().key, "crier:publish");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = Config::from_toml("[server]\nlisen = 1").unwrap_err();
+        assert!(e.contains("lisen"), "{e}");
+        let e = Config::from_toml("[history]\nfsync = \"sometimes\"").unwrap_err();
+        assert!(e.contains("sometimes"), "{e}");
+        let mut c = Config::default();
+        c.server.listen = "0.0.0.0:6001".into();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.starts_with("apps[0].secret"), "{e}");
+        c.server.listen = "nope".into();
+        assert!(c.validate().unwrap_err().to_string().starts_with("server.listen"));
+    }
+}

@@ -1,0 +1,18 @@
+//! Crier's server: configuration, the HTTP router (Pusher WebSocket, HTTP API, SSE,
+//! long-poll, operations endpoints) and the ingests, all thin adapters around
+//! `crier-core`. [`server::run`] is what both the `crier` binary and the tests start.
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod build;
+pub mod config;
+pub mod ingest;
+pub mod logging;
+pub mod metrics;
+pub mod ops;
+pub mod server;
+pub mod transport;
+
+pub use config::Config;
+pub use server::{run, Running};

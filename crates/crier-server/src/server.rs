@@ -1,0 +1,123 @@
+//! Starting and stopping a Crier server: bind, serve, drain. `run` is the one entry
+//! point the binary and the tests share.
+
+use crate::config::Config;
+use crate::{api, build, ingest, ops, transport};
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+use crier_core::Node;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub node: Arc<Node>,
+    pub config: Arc<Config>,
+    /// Cancelled when the server starts draining.
+    pub shutdown: CancellationToken,
+    /// Long-lived connection tasks (WebSocket, SSE, long-poll) to wait for on shutdown.
+    pub tasks: TaskTracker,
+    draining: Arc<AtomicBool>,
+}
+
+impl AppState {
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+}
+
+/// A server started in the background.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub udp_addr: Option<SocketAddr>,
+    pub node: Arc<Node>,
+    shutdown: CancellationToken,
+    handle: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Begins a graceful shutdown (as SIGTERM does).
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Waits until the server has stopped.
+    ///
+    /// # Errors
+    /// A failure while serving or draining.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.handle.await?
+    }
+}
+
+fn router(state: AppState) -> Router {
+    let max_body = state.config.server.max_body_bytes;
+    Router::new()
+        .merge(transport::routes())
+        .merge(api::routes().layer(DefaultBodyLimit::max(max_body)))
+        .merge(ops::routes())
+        .fallback(api::not_found)
+        .with_state(state)
+}
+
+/// Starts a server on `listener` and returns once it accepts connections.
+///
+/// # Errors
+/// The history store or an ingest cannot be opened.
+pub async fn run(listener: TcpListener, config: Config) -> anyhow::Result<Running> {
+    let addr = listener.local_addr()?;
+    let node = build::node(&config)?;
+    let shutdown = CancellationToken::new();
+    let config = Arc::new(config);
+    let state = AppState {
+        node: node.clone(),
+        config: config.clone(),
+        shutdown: shutdown.clone(),
+        tasks: TaskTracker::new(),
+        draining: Arc::new(AtomicBool::new(false)),
+    };
+    crate::metrics::handle();
+    let udp_addr = ingest::start(&state).await?;
+    let app = router(state.clone());
+    let serve_token = shutdown.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { serve_token.cancelled().await })
+            .await
+    });
+    let handle = tokio::spawn(drain_on_shutdown(state, server));
+    Ok(Running {
+        addr,
+        udp_addr,
+        node,
+        shutdown,
+        handle,
+    })
+}
+
+async fn drain_on_shutdown(
+    state: AppState,
+    server: JoinHandle<std::io::Result<()>>,
+) -> anyhow::Result<()> {
+    state.shutdown.cancelled().await;
+    state.draining.store(true, Ordering::Release);
+    tracing::info!("shutting down: telling clients to reconnect, flushing history");
+    let limit = Duration::from_secs(state.config.server.shutdown_timeout_secs);
+    state.tasks.close();
+    if tokio::time::timeout(limit, state.tasks.wait()).await.is_err() {
+        tracing::warn!("connections still open after {limit:?}; dropping them");
+    }
+    if tokio::time::timeout(limit, server).await.is_err() {
+        tracing::warn!("HTTP requests still running after {limit:?}; dropping them");
+    }
+    state.node.broker.flush().await?;
+    tracing::info!("shutdown complete");
+    Ok(())
+}

@@ -1,0 +1,182 @@
+//! The Pusher protocol over WebSocket. One task per connection reads client frames
+//! into the session, drains the session's outbox into the socket (several queued
+//! frames per flush), pings on silence and closes with Pusher's codes.
+
+use crate::server::AppState;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use bytes::Bytes;
+use crier_core::outbox::{outbox, Disconnect, Next};
+use crier_core::session::{Delivery, Session};
+use crier_core::App;
+use crier_protocol::{frames, ErrorCode};
+use futures_util::SinkExt;
+use serde::Deserialize;
+use std::sync::Arc;
+use tokio::time::{sleep_until, Instant};
+
+/// Most frames written between two flushes.
+const MAX_BATCH: usize = 64;
+
+#[derive(Deserialize)]
+pub(crate) struct ConnectQuery {
+    protocol: Option<String>,
+}
+
+pub(crate) async fn upgrade(
+    ws: WebSocketUpgrade,
+    Path(key): Path<String>,
+    Query(query): Query<ConnectQuery>,
+    State(state): State<AppState>,
+) -> Response {
+    let max = state.config.server.max_frame_bytes;
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .write_buffer_size(0)
+        .on_upgrade(move |socket| {
+            let tasks = state.tasks.clone();
+            tasks.track_future(connection(socket, state, key, query.protocol))
+        })
+}
+
+/// Why the connection may not start, checked before a session exists.
+fn admission(state: &AppState, key: &str, protocol: Option<&str>) -> Result<Arc<App>, Disconnect> {
+    if state.draining() {
+        return Err(Disconnect::new(ErrorCode::GenericReconnect, "Server is shutting down"));
+    }
+    let version = protocol.ok_or_else(|| {
+        Disconnect::new(ErrorCode::NoProtocolVersion, "No protocol version supplied")
+    })?;
+    let version: u32 = version
+        .parse()
+        .map_err(|_| Disconnect::new(ErrorCode::InvalidVersionFormat, "Invalid version string format"))?;
+    if !(5..=7).contains(&version) {
+        return Err(Disconnect::new(
+            ErrorCode::UnsupportedProtocolVersion,
+            format!("Unsupported protocol version {version}"),
+        ));
+    }
+    state
+        .node
+        .apps
+        .by_key(key)
+        .cloned()
+        .ok_or_else(|| Disconnect::new(ErrorCode::AppNotFound, format!("Could not find app by key {key}")))
+}
+
+fn text(bytes: Bytes) -> Message {
+    // Frames are built from Rust strings, so they are always UTF-8.
+    Message::Text(Utf8Bytes::try_from(bytes).unwrap_or_else(|_| Utf8Bytes::from_static("{}")))
+}
+
+async fn close(socket: &mut WebSocket, reason: &Disconnect) {
+    let _ = socket
+        .feed(text(Bytes::from(frames::error(&reason.message, Some(reason.code.code())))))
+        .await;
+    let frame = CloseFrame {
+        code: reason.code.code(),
+        reason: Utf8Bytes::from(reason.message.as_ref()),
+    };
+    let _ = socket.send(Message::Close(Some(frame))).await;
+    let _ = socket.flush().await;
+}
+
+async fn connection(mut socket: WebSocket, state: AppState, key: String, protocol: Option<String>) {
+    let app = match admission(&state, &key, protocol.as_deref()) {
+        Ok(app) => app,
+        Err(reason) => return close(&mut socket, &reason).await,
+    };
+    let settings = &state.node.settings;
+    let (tx, mut rx) = outbox(settings.outbox_capacity);
+    let (mut session, established) = match Session::open(state.node.clone(), app, tx) {
+        Ok(opened) => opened,
+        Err(reason) => return close(&mut socket, &reason).await,
+    };
+    if socket.send(text(established)).await.is_err() {
+        return;
+    }
+    let activity = settings.activity_timeout;
+    let pong_wait = settings.pong_timeout;
+    let mut deadline = Instant::now() + activity;
+    let mut awaiting_pong = false;
+    let reason = loop {
+        tokio::select! {
+            incoming = socket.recv() => {
+                let Some(Ok(message)) = incoming else { break None };
+                deadline = Instant::now() + activity;
+                awaiting_pong = false;
+                match message {
+                    Message::Text(t) => match session.handle(t.as_str()).await {
+                        Ok(replies) => {
+                            if write_all(&mut socket, replies).await.is_err() {
+                                break None;
+                            }
+                        }
+                        Err(reason) => break Some(reason),
+                    },
+                    Message::Binary(_) => {
+                        let e = frames::error("Binary frames are not supported", None);
+                        if socket.send(text(Bytes::from(e))).await.is_err() {
+                            break None;
+                        }
+                    }
+                    Message::Close(_) => break None,
+                    Message::Ping(_) | Message::Pong(_) => {}
+                }
+            }
+            next = rx.next() => match next {
+                Next::Send(item) => {
+                    if let Delivery::Send(first) = session.outgoing(item) {
+                        if socket.feed(text(first)).await.is_err() {
+                            break None;
+                        }
+                    }
+                    let mut batch = 1;
+                    while batch < MAX_BATCH {
+                        let Some(item) = rx.try_next() else { break };
+                        if let Delivery::Send(frame) = session.outgoing(item) {
+                            if socket.feed(text(frame)).await.is_err() {
+                                break;
+                            }
+                        }
+                        batch += 1;
+                    }
+                    if socket.flush().await.is_err() {
+                        break None;
+                    }
+                }
+                Next::Close(reason) => break Some(reason),
+            },
+            () = sleep_until(deadline) => {
+                if awaiting_pong {
+                    break Some(Disconnect::new(ErrorCode::PongNotReceived, "Pong reply not received"));
+                }
+                awaiting_pong = true;
+                deadline = Instant::now() + pong_wait;
+                if socket.send(text(Bytes::from(frames::ping()))).await.is_err() {
+                    break None;
+                }
+            }
+            () = state.shutdown.cancelled() => {
+                break Some(Disconnect::new(ErrorCode::GenericReconnect, "Server is shutting down; reconnect"));
+            }
+        }
+    };
+    session.close();
+    if let Some(reason) = reason {
+        metrics::counter!("crier_disconnects_total", "code" => reason.code.code().to_string())
+            .increment(1);
+        close(&mut socket, &reason).await;
+    }
+}
+
+async fn write_all(socket: &mut WebSocket, frames: Vec<Bytes>) -> Result<(), axum::Error> {
+    if frames.is_empty() {
+        return Ok(());
+    }
+    for frame in frames {
+        socket.feed(text(frame)).await?;
+    }
+    socket.flush().await
+}

@@ -1,0 +1,104 @@
+//! The `crier` command: `serve` (the default) and `publish`.
+
+mod publish;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use crier_server::config::{Config, Overrides};
+
+/// Crier: a real-time push server speaking the Pusher protocol, with SSE, long-polling
+/// and durable history. Every flag can also be set through the CRIER_* environment
+/// variable shown, or in the TOML file given with --config.
+#[derive(Parser)]
+#[command(name = "crier", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: Overrides,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default when no command is given).
+    Serve(Overrides),
+    /// Publish an event through a server's HTTP API, signed with the app's secret.
+    Publish(publish::PublishArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Publish(args)) => publish::run(&args),
+        Some(Command::Serve(o)) => serve(&o),
+        None => serve(&cli.serve),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("crier: error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn serve(overrides: &Overrides) -> anyhow::Result<()> {
+    let config = Config::load(overrides)?;
+    crier_server::logging::init(&config)?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if config.server.workers > 0 {
+        runtime.worker_threads(config.server.workers);
+    }
+    runtime
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(serve_until_signal(config))
+}
+
+async fn serve_until_signal(config: Config) -> anyhow::Result<()> {
+    let addr = config.listen_addr()?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("server.listen: cannot bind {addr}"))?;
+    let dev = config.uses_dev_credentials();
+    let apps: Vec<String> = config.apps.iter().map(|a| a.key.clone()).collect();
+    let running = crier_server::run(listener, config).await?;
+    let addr = running.addr;
+    println!("crier listening on http://{addr}");
+    for key in &apps {
+        println!("  WebSocket (Pusher): ws://{addr}/app/{key}?protocol=7");
+        println!("  SSE:                http://{addr}/app/{key}/sse?channels=...");
+        println!("  long-poll:          http://{addr}/app/{key}/poll?channels=...");
+    }
+    println!("  HTTP API:           http://{addr}/apps/{{app_id}}/events");
+    if let Some(udp) = running.udp_addr {
+        println!("  UDP ingest:         {udp}");
+    }
+    println!("  health: /health  ready: /ready  metrics: /metrics");
+    if dev {
+        println!(
+            "WARNING: development credentials in use (app id \"app\", key \"app-key\", secret \"app-secret\"); \
+             configure real apps before exposing this server"
+        );
+    }
+    wait_for_signal().await;
+    running.shutdown();
+    running.wait().await
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the server can still be stopped by killing it.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
