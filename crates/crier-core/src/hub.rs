@@ -36,6 +36,18 @@ struct Channel {
     presence_users: HashMap<ConnId, Arc<str>>,
 }
 
+impl Channel {
+    fn is_unused(&self) -> bool {
+        self.subscribers.is_empty() && self.roster.is_empty()
+    }
+
+    fn announce(&self, frame: &Bytes) {
+        for other in &self.subscribers {
+            other.outbox.push(Outgoing::Frame(frame.clone()));
+        }
+    }
+}
+
 type ChannelKey = (Arc<str>, ChannelName);
 type Shard = RwLock<HashMap<ChannelKey, Arc<Mutex<Channel>>>>;
 
@@ -202,20 +214,90 @@ impl Hub {
                     outcome.member_removed = Some(user);
                 }
             }
-            ch.subscribers.is_empty()
+            ch.subscribers.is_empty() && ch.roster.is_empty()
         };
         if now_empty {
             let mut map = self.shard(app, channel).write();
             let key = (app.clone(), channel.clone());
             let still_empty = map
                 .get(&key)
-                .is_some_and(|c| Arc::ptr_eq(c, &entry) && c.lock().subscribers.is_empty());
+                .is_some_and(|c| Arc::ptr_eq(c, &entry) && c.lock().is_unused());
             if still_empty {
                 map.remove(&key);
                 outcome.vacated = true;
             }
         }
         outcome
+    }
+
+    /// Joins a presence roster without receiving messages: a long-poll client's
+    /// membership lives between its requests, held by a lease under `holder`.
+    ///
+    /// # Errors
+    /// `PresenceFull` when a new user would exceed the channel's member limit.
+    pub fn join_member(
+        &self,
+        app: &Arc<str>,
+        channel: &ChannelName,
+        holder: ConnId,
+        join: PresenceJoin,
+    ) -> Result<bool, PresenceFull> {
+        let mut map = self.shard(app, channel).write();
+        let entry = map
+            .entry((app.clone(), channel.clone()))
+            .or_default()
+            .clone();
+        let mut ch = entry.lock();
+        let added = match ch.roster.join(&join.user_id, join.user_info.clone(), join.max_members) {
+            Joined::Full => {
+                let unused = ch.is_unused();
+                drop(ch);
+                if unused {
+                    map.remove(&(app.clone(), channel.clone()));
+                }
+                return Err(PresenceFull);
+            }
+            Joined::NewMember => {
+                ch.announce(&Bytes::from(frames::member_added(
+                    channel.as_str(),
+                    &join.user_id,
+                    &join.user_info,
+                )));
+                true
+            }
+            Joined::AnotherConnection => false,
+        };
+        ch.presence_users.insert(holder, join.user_id);
+        Ok(added)
+    }
+
+    /// Ends a membership taken with [`Hub::join_member`]; returns whether the user left.
+    pub fn leave_member(&self, app: &Arc<str>, channel: &ChannelName, holder: ConnId) -> bool {
+        let Some(entry) = self.channel(app, channel) else {
+            return false;
+        };
+        let (left, unused) = {
+            let mut ch = entry.lock();
+            let Some(user) = ch.presence_users.remove(&holder) else {
+                return false;
+            };
+            let left = ch.roster.leave(&user);
+            if left {
+                ch.announce(&Bytes::from(frames::member_removed(channel.as_str(), &user)));
+            }
+            (left, ch.is_unused())
+        };
+        if unused {
+            let mut map = self.shard(app, channel).write();
+            let key = (app.clone(), channel.clone());
+            if map
+                .get(&key)
+                .is_some_and(|c| Arc::ptr_eq(c, &entry) && c.lock().is_unused())
+            {
+                map.remove(&key);
+            }
+        }
+        left
     }
 
     /// Sends an encoded frame to every subscriber except `exclude`.
@@ -289,7 +371,7 @@ impl Hub {
                 .collect();
             for (channel, entry) in entries {
                 let ch = entry.lock();
-                if !ch.subscribers.is_empty() {
+                if !ch.is_unused() {
                     out.push(ChannelStats {
                         channel,
                         subscription_count: ch.subscribers.len(),

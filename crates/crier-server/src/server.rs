@@ -24,6 +24,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Long-lived connection tasks (WebSocket, SSE, long-poll) to wait for on shutdown.
     pub tasks: TaskTracker,
+    /// Presence memberships of long-poll clients between their requests.
+    pub poll_leases: Arc<crate::transport::poll::PollLeases>,
     draining: Arc<AtomicBool>,
 }
 
@@ -81,8 +83,15 @@ pub async fn run(listener: TcpListener, config: Config) -> anyhow::Result<Runnin
         config: config.clone(),
         shutdown: shutdown.clone(),
         tasks: TaskTracker::new(),
+        poll_leases: Arc::default(),
         draining: Arc::new(AtomicBool::new(false)),
     };
+    tokio::spawn(
+        state
+            .poll_leases
+            .clone()
+            .reap(node.clone(), shutdown.clone()),
+    );
     crate::metrics::handle();
     let udp_addr = ingest::start(&state).await?;
     let app = router(state.clone());

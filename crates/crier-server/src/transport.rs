@@ -1,6 +1,9 @@
 //! Client transports: thin adapters that move bytes between a connection and its
 //! `crier-core` session.
 
+pub mod poll;
+pub mod sse;
+pub(crate) mod stream_request;
 pub mod ws;
 
 use crate::server::AppState;
@@ -8,5 +11,8 @@ use axum::routing::get;
 use axum::Router;
 
 pub(crate) fn routes() -> Router<AppState> {
-    Router::new().route("/app/{key}", get(ws::upgrade))
+    Router::new()
+        .route("/app/{key}", get(ws::upgrade))
+        .route("/app/{key}/sse", get(sse::handle).options(stream_request::preflight))
+        .route("/app/{key}/poll", get(poll::handle).options(stream_request::preflight))
 }

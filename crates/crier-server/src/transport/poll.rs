@@ -1,0 +1,195 @@
+//! HTTP long-polling: `GET /app/{key}/poll?channels=a,b&cursor=C&timeout=S`. Answers
+//! at once when messages follow the cursor (in pages), otherwise holds the request
+//! until one arrives or the timeout passes. Presence members who poll hold a lease
+//! that each poll renews; when polls stop, the lease expires and the member leaves.
+
+use super::stream_request::{add_cors, admit, StreamQuery};
+use crate::server::AppState;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::{BufMut, BytesMut};
+use crier_core::hub::{ConnId, PresenceJoin};
+use crier_core::outbox::{outbox, Next, Outgoing};
+use crier_core::stream::{Stream, StreamItem, StreamMember};
+use crier_core::{App, Node};
+use crier_protocol::{ChannelKind, ChannelName};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+const DEFAULT_TIMEOUT_SECS: u64 = 30;
+const MAX_TIMEOUT_SECS: u64 = 120;
+/// Most messages per channel in one answer; the client polls again for more.
+const PAGE: usize = 100;
+/// How long after its last poll a presence member is kept.
+const LEASE_GRACE: Duration = Duration::from_secs(10);
+
+type LeaseKey = (Arc<str>, ChannelName, Arc<str>);
+
+/// Presence memberships of long-poll clients, kept between their requests.
+#[derive(Default)]
+pub struct PollLeases {
+    leases: Mutex<HashMap<LeaseKey, (ConnId, Instant)>>,
+}
+
+impl PollLeases {
+    /// Joins or renews `member` on each presence channel until `until`.
+    fn renew(&self, node: &Node, app: &Arc<App>, channels: &[ChannelName], member: &StreamMember, until: Instant) -> Result<(), ChannelName> {
+        let mut leases = self.leases.lock();
+        for channel in channels.iter().filter(|c| c.kind() == ChannelKind::Presence) {
+            let key = (app.id.clone(), channel.clone(), member.user_id.clone());
+            if let Some(lease) = leases.get_mut(&key) {
+                lease.1 = lease.1.max(until);
+                continue;
+            }
+            let (holder, _) = node.new_connection();
+            let join = PresenceJoin {
+                user_id: member.user_id.clone(),
+                user_info: member.user_info.clone(),
+                max_members: app.limits.max_presence_members,
+            };
+            node.hub
+                .join_member(&app.id, channel, holder, join)
+                .map_err(|_| channel.clone())?;
+            leases.insert(key, (holder, until));
+        }
+        Ok(())
+    }
+
+    /// Ends the memberships whose clients stopped polling.
+    pub fn expire(&self, node: &Node, now: Instant) {
+        let expired: Vec<(LeaseKey, ConnId)> = {
+            let mut leases = self.leases.lock();
+            let keys: Vec<LeaseKey> = leases
+                .iter()
+                .filter(|(_, (_, until))| *until <= now)
+                .map(|(k, _)| k.clone())
+                .collect();
+            keys.into_iter()
+                .filter_map(|k| leases.remove(&k).map(|(holder, _)| (k, holder)))
+                .collect()
+        };
+        for ((app, channel, _), holder) in expired {
+            node.hub.leave_member(&app, &channel, holder);
+        }
+    }
+
+    /// Runs `expire` every second until shutdown.
+    pub async fn reap(self: Arc<Self>, node: Arc<Node>, shutdown: tokio_util::sync::CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.expire(&node, Instant::now()),
+                () = shutdown.cancelled() => return,
+            }
+        }
+    }
+}
+
+fn answer(items: &[bytes::Bytes], cursor: &str, cors: Option<HeaderValue>) -> Response {
+    let mut body = BytesMut::with_capacity(64 + items.iter().map(|i| i.len() + 1).sum::<usize>());
+    body.put_slice(b"{\"messages\":[");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            body.put_u8(b',');
+        }
+        body.put_slice(item);
+    }
+    body.put_slice(b"],\"cursor\":\"");
+    body.put_slice(cursor.as_bytes());
+    body.put_slice(b"\"}");
+    let mut res = (StatusCode::OK, body.freeze()).into_response();
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(origin) = cors {
+        add_cors(h, origin);
+    }
+    res
+}
+
+pub(crate) async fn handle(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+    Query(query): Query<StreamQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let admitted = match admit(&state, &key, &query, &headers, query.cursor.as_deref()) {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
+    let timeout = match query.timeout.as_deref() {
+        None | Some("") => DEFAULT_TIMEOUT_SECS,
+        Some(t) => match t.parse::<u64>() {
+            Ok(t) => t.min(MAX_TIMEOUT_SECS),
+            Err(_) => {
+                return super::stream_request::StreamError::new(StatusCode::BAD_REQUEST, "timeout must be a number of seconds")
+                    .into_response()
+            }
+        },
+    };
+    let timeout = Duration::from_secs(timeout);
+    if let Some(member) = &admitted.member {
+        let until = Instant::now() + timeout + LEASE_GRACE;
+        if let Err(channel) = state.poll_leases.renew(&state.node, &admitted.app, &admitted.channels, member, until) {
+            return super::stream_request::StreamError::new(StatusCode::FORBIDDEN, format!("presence channel {channel} is full"))
+                .into_response();
+        }
+    }
+    let (tx, mut rx) = outbox(state.node.settings.outbox_capacity);
+    let opened = Stream::open(
+        state.node.clone(),
+        admitted.app.clone(),
+        admitted.channels,
+        admitted.cursor.as_ref(),
+        None,
+        tx,
+        PAGE,
+    )
+    .await;
+    let (mut stream, replay) = match opened {
+        Ok(o) => o,
+        Err(e) => {
+            return super::stream_request::StreamError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response()
+        }
+    };
+    let mut items: Vec<bytes::Bytes> = replay.iter().map(StreamItem::envelope).collect();
+    for item in &replay {
+        stream.advance(item);
+    }
+    if items.is_empty() {
+        let deadline = Instant::now() + timeout;
+        loop {
+            tokio::select! {
+                next = rx.next() => match next {
+                    Next::Send(Outgoing::Message(m)) => {
+                        if stream.accept(&m) {
+                            items.push(m.envelope());
+                            break;
+                        }
+                    }
+                    Next::Send(Outgoing::Frame(_)) => {}
+                    Next::Close(_) => break,
+                },
+                () = tokio::time::sleep_until(deadline) => break,
+                () = state.shutdown.cancelled() => break,
+            }
+        }
+        while items.len() < PAGE {
+            match rx.try_next() {
+                Some(Outgoing::Message(m)) => {
+                    if stream.accept(&m) {
+                        items.push(m.envelope());
+                    }
+                }
+                Some(Outgoing::Frame(_)) => {}
+                None => break,
+            }
+        }
+    }
+    metrics::counter!("crier_poll_requests_total").increment(1);
+    answer(&items, &stream.cursor(), admitted.cors)
+}

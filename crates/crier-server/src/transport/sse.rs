@@ -1,0 +1,142 @@
+//! Server-Sent Events: `GET /app/{key}/sse?channels=a,b`. Each message is one
+//! `message` event whose data is the JSON envelope and whose `id:` is a cursor over
+//! every channel of the stream, so a browser `EventSource` resumes exactly where it
+//! stopped (it sends `Last-Event-ID`).
+
+use super::stream_request::{add_cors, admit, StreamQuery};
+use crate::server::AppState;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::{BufMut, Bytes, BytesMut};
+use crier_core::outbox::{outbox, Next, OutboxReceiver, Outgoing};
+use crier_core::stream::{Stream, StreamItem};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Reconnect delay suggested to `EventSource`, in milliseconds.
+const RETRY_MS: u32 = 1000;
+/// Silence after which a comment line keeps proxies from closing the stream.
+const HEARTBEAT: Duration = Duration::from_secs(15);
+/// Most events written in one chunk.
+const MAX_BATCH: usize = 64;
+
+fn push_event(buf: &mut BytesMut, cursor: &str, envelope: &[u8]) {
+    buf.put_slice(b"id: ");
+    buf.put_slice(cursor.as_bytes());
+    buf.put_slice(b"\nevent: message\ndata: ");
+    buf.put_slice(envelope);
+    buf.put_slice(b"\n\n");
+}
+
+pub(crate) async fn handle(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+    Query(query): Query<StreamQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let last_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| query.last_event_id.clone());
+    let admitted = match admit(&state, &key, &query, &headers, last_id.as_deref()) {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
+    let (tx, rx) = outbox(state.node.settings.outbox_capacity);
+    let opened = Stream::open(
+        state.node.clone(),
+        admitted.app.clone(),
+        admitted.channels,
+        admitted.cursor.as_ref(),
+        admitted.member.as_ref(),
+        tx,
+        state.node.settings.replay_limit,
+    )
+    .await;
+    let (mut stream, replay) = match opened {
+        Ok(o) => o,
+        Err(e) => {
+            let status = match e {
+                crier_core::stream::StreamError::PresenceFull(_) => StatusCode::FORBIDDEN,
+                crier_core::stream::StreamError::History(_) => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            return super::stream_request::StreamError::new(status, e.to_string()).into_response();
+        }
+    };
+    let mut first = BytesMut::new();
+    first.put_slice(format!("retry: {RETRY_MS}\n\n").as_bytes());
+    for item in &replay {
+        stream.advance(item);
+        push_event(&mut first, &stream.cursor(), &item.envelope());
+    }
+    metrics::gauge!("crier_sse_streams").increment(1.0);
+    let body = SseBody {
+        stream,
+        rx,
+        shutdown: state.shutdown.clone(),
+        pending: Some(first.freeze()),
+    };
+    let mut res = Response::new(Body::from_stream(futures_util::stream::unfold(body, SseBody::next_chunk)));
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    if let Some(origin) = admitted.cors {
+        add_cors(h, origin);
+    }
+    res
+}
+
+struct SseBody {
+    stream: Stream,
+    rx: OutboxReceiver,
+    shutdown: CancellationToken,
+    pending: Option<Bytes>,
+}
+
+impl Drop for SseBody {
+    fn drop(&mut self) {
+        metrics::gauge!("crier_sse_streams").decrement(1.0);
+    }
+}
+
+impl SseBody {
+    fn add(&mut self, buf: &mut BytesMut, item: Outgoing) {
+        // Presence and client-event frames are Pusher-protocol only.
+        if let Outgoing::Message(m) = item {
+            if self.stream.accept(&m) {
+                push_event(buf, &self.stream.cursor(), &StreamItem::Message(m).envelope());
+            }
+        }
+    }
+
+    async fn next_chunk(mut self) -> Option<(Result<Bytes, std::io::Error>, Self)> {
+        if let Some(first) = self.pending.take() {
+            return Some((Ok(first), self));
+        }
+        loop {
+            let mut buf = BytesMut::new();
+            tokio::select! {
+                next = self.rx.next() => match next {
+                    Next::Send(item) => {
+                        self.add(&mut buf, item);
+                        for _ in 1..MAX_BATCH {
+                            let Some(item) = self.rx.try_next() else { break };
+                            self.add(&mut buf, item);
+                        }
+                    }
+                    // Slow consumer: end the stream; the browser resumes from its cursor.
+                    Next::Close(_) => return None,
+                },
+                () = tokio::time::sleep(HEARTBEAT) => buf.put_slice(b": heartbeat\n\n"),
+                () = self.shutdown.cancelled() => return None,
+            }
+            if !buf.is_empty() {
+                return Some((Ok(buf.freeze()), self));
+            }
+        }
+    }
+}
