@@ -86,9 +86,31 @@ pub struct PresenceJoin {
 #[derive(Debug, PartialEq, Eq)]
 pub struct PresenceFull;
 
+/// Something that happened to a channel, for webhooks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChannelEvent {
+    Occupied(ChannelName),
+    Vacated(ChannelName),
+    MemberAdded(ChannelName, Arc<str>),
+    MemberRemoved(ChannelName, Arc<str>),
+    ClientEvent {
+        channel: ChannelName,
+        event: String,
+        data: String,
+        socket_id: Arc<str>,
+        user_id: Option<Arc<str>>,
+    },
+}
+
+/// Told about channel events as they happen; must not block (it runs under locks).
+pub trait HubObserver: Send + Sync + 'static {
+    fn on_event(&self, app: &Arc<str>, event: ChannelEvent);
+}
+
 pub struct Hub {
     shards: Box<[Shard]>,
     hasher: RandomState,
+    observer: Option<Arc<dyn HubObserver>>,
 }
 
 impl Default for Hub {
@@ -102,6 +124,22 @@ impl Hub {
         Self {
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
             hasher: RandomState::new(),
+            observer: None,
+        }
+    }
+
+    /// A hub that reports channel events to `observer`.
+    pub fn with_observer(observer: Arc<dyn HubObserver>) -> Self {
+        Self {
+            observer: Some(observer),
+            ..Self::new()
+        }
+    }
+
+    /// Reports an event to the observer, if any.
+    pub fn notify(&self, app: &Arc<str>, event: ChannelEvent) {
+        if let Some(o) = &self.observer {
+            o.on_event(app, event);
         }
     }
 
@@ -139,9 +177,10 @@ impl Hub {
             .or_default()
             .clone();
         let mut ch = entry.lock();
-        let occupied = ch.subscribers.is_empty();
+        let occupied = ch.is_unused();
         let mut member_added = false;
         let mut presence_frame = None;
+        let mut added_user: Option<Arc<str>> = None;
         if let Some(join) = presence {
             match ch
                 .roster
@@ -157,6 +196,7 @@ impl Hub {
                 }
                 Joined::NewMember => {
                     member_added = true;
+                    added_user = Some(join.user_id.clone());
                     let frame = Bytes::from(frames::member_added(
                         channel.as_str(),
                         &join.user_id,
@@ -175,6 +215,16 @@ impl Hub {
             ));
         }
         ch.subscribers.push(sub);
+        drop(ch);
+        drop(map);
+        if occupied {
+            self.notify(app, ChannelEvent::Occupied(channel.clone()));
+        }
+        if member_added {
+            if let Some(user) = &added_user {
+                self.notify(app, ChannelEvent::MemberAdded(channel.clone(), user.clone()));
+            }
+        }
         metrics::gauge!("crier_subscriptions").increment(1.0);
         Ok((
             SubscribeOutcome {
@@ -227,6 +277,12 @@ impl Hub {
                 outcome.vacated = true;
             }
         }
+        if let Some(user) = &outcome.member_removed {
+            self.notify(app, ChannelEvent::MemberRemoved(channel.clone(), user.clone()));
+        }
+        if outcome.vacated {
+            self.notify(app, ChannelEvent::Vacated(channel.clone()));
+        }
         outcome
     }
 
@@ -248,6 +304,7 @@ impl Hub {
             .or_default()
             .clone();
         let mut ch = entry.lock();
+        let occupied = ch.is_unused();
         let added = match ch.roster.join(&join.user_id, join.user_info.clone(), join.max_members) {
             Joined::Full => {
                 let unused = ch.is_unused();
@@ -267,7 +324,15 @@ impl Hub {
             }
             Joined::AnotherConnection => false,
         };
-        ch.presence_users.insert(holder, join.user_id);
+        ch.presence_users.insert(holder, join.user_id.clone());
+        drop(ch);
+        drop(map);
+        if occupied {
+            self.notify(app, ChannelEvent::Occupied(channel.clone()));
+        }
+        if added {
+            self.notify(app, ChannelEvent::MemberAdded(channel.clone(), join.user_id));
+        }
         Ok(added)
     }
 
@@ -285,8 +350,9 @@ impl Hub {
             if left {
                 ch.announce(&Bytes::from(frames::member_removed(channel.as_str(), &user)));
             }
-            (left, ch.is_unused())
+            (left.then_some(user), ch.is_unused())
         };
+        let mut vacated = false;
         if unused {
             let mut map = self.shard(app, channel).write();
             let key = (app.clone(), channel.clone());
@@ -295,9 +361,16 @@ impl Hub {
                 .is_some_and(|c| Arc::ptr_eq(c, &entry) && c.lock().is_unused())
             {
                 map.remove(&key);
+                vacated = true;
             }
         }
-        left
+        if let Some(user) = &left {
+            self.notify(app, ChannelEvent::MemberRemoved(channel.clone(), user.clone()));
+        }
+        if vacated {
+            self.notify(app, ChannelEvent::Vacated(channel.clone()));
+        }
+        left.is_some()
     }
 
     /// Sends an encoded frame to every subscriber except `exclude`.

@@ -226,7 +226,18 @@ impl Session {
                 "Client event rate limit exceeded",
             ));
         }
-        let frame = frames::client_event(event, channel.as_str(), data, membership.presence_user.as_deref());
+        let user_id = membership.presence_user.clone();
+        let frame = frames::client_event(event, channel.as_str(), data, user_id.as_deref());
+        self.node.hub.notify(
+            &self.app.id,
+            crate::hub::ChannelEvent::ClientEvent {
+                channel: channel.clone(),
+                event: event.to_owned(),
+                data: data.get().to_owned(),
+                socket_id: self.socket_id.clone(),
+                user_id,
+            },
+        );
         metrics::counter!("crier_client_events_total").increment(1);
         self.node
             .broker

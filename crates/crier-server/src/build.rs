@@ -45,7 +45,7 @@ fn app_from_config(c: &AppConfig, config: &Config) -> App {
 ///
 /// # Errors
 /// The history store cannot be opened (permissions, a locked or damaged directory).
-pub fn node(config: &Config) -> anyhow::Result<Arc<Node>> {
+pub fn node(config: &Config) -> anyhow::Result<(Arc<Node>, crate::webhooks::WebhookSender)> {
     let apps = AppRegistry::new(config.apps.iter().map(|a| app_from_config(a, config)));
     let retention_by_app: std::collections::HashMap<String, Retention> = apps
         .iter()
@@ -54,7 +54,8 @@ pub fn node(config: &Config) -> anyhow::Result<Arc<Node>> {
     let retention: RetentionLookup = Arc::new(move |id: &str| {
         retention_by_app.get(id).copied().unwrap_or_default()
     });
-    let hub = Arc::new(Hub::new());
+    let (observer, webhooks) = crate::webhooks::channel(&config.apps);
+    let hub = Arc::new(Hub::with_observer(observer));
     let policy = match config.history.fsync {
         Fsync::Always => FsyncPolicy::Always,
         Fsync::Grouped => FsyncPolicy::Grouped,
@@ -74,5 +75,5 @@ pub fn node(config: &Config) -> anyhow::Result<Arc<Node>> {
         outbox_capacity: config.server.outbox_capacity,
         ..NodeSettings::default()
     };
-    Ok(Arc::new(Node::new(apps, hub, broker, settings)))
+    Ok((Arc::new(Node::new(apps, hub, broker, settings)), webhooks))
 }

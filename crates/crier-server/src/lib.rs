@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod ops;
 pub mod server;
 pub mod transport;
+pub mod webhooks;
 
 pub use config::Config;
 pub use server::{run, Running};

@@ -75,8 +75,9 @@ fn router(state: AppState) -> Router {
 /// The history store or an ingest cannot be opened.
 pub async fn run(listener: TcpListener, config: Config) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
-    let node = build::node(&config)?;
+    let (node, webhooks) = build::node(&config)?;
     let shutdown = CancellationToken::new();
+    tokio::spawn(webhooks.run(shutdown.clone()));
     let config = Arc::new(config);
     let state = AppState {
         node: node.clone(),
