@@ -4,7 +4,7 @@
 use crate::config::{AppConfig, Config, Fsync};
 use crier_core::app::Webhook;
 use crier_core::broker::MemoryBroker;
-use crier_core::history::memory::MemoryHistory as DiskHistoryTmp;
+use crier_core::history::disk::DiskHistory;
 use crier_core::history::{FsyncPolicy, HistoryStore, Retention, RetentionLookup};
 use crier_core::hub::Hub;
 use crier_core::{App, AppRegistry, Node, NodeSettings};
@@ -66,8 +66,16 @@ pub fn node(config: &Config) -> anyhow::Result<(Arc<Node>, crate::webhooks::Webh
             config.server.data_dir.display()
         )
     })?;
-    let _ = policy;
-    let history: Arc<dyn HistoryStore> = Arc::new(DiskHistoryTmp::new(retention, hub.clone()));
+    let history: Arc<dyn HistoryStore> = Arc::new(
+        DiskHistory::open(
+            &config.server.data_dir.join("history"),
+            policy,
+            Duration::from_millis(config.history.fsync_interval_ms.max(1)),
+            retention,
+            hub.clone(),
+        )
+        .map_err(|e| anyhow::anyhow!("server.data_dir: cannot open history: {e}"))?,
+    );
     let broker = Arc::new(MemoryBroker::new(history, hub.clone()));
     let settings = NodeSettings {
         activity_timeout: Duration::from_secs(config.server.activity_timeout_secs),
