@@ -10,6 +10,9 @@
 pub mod disk;
 pub mod memory;
 
+#[cfg(test)]
+mod conformance;
+
 use crate::message::{NewMessage, Published};
 use crate::position::StreamPosition;
 use async_trait::async_trait;

@@ -1,5 +1,7 @@
 //! The Pusher-compatible HTTP API: signing, publishing, queries and errors.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use serde_json::{json, Value};

@@ -1,5 +1,7 @@
 //! Message ids, history and recovery over WebSocket and the `messages` endpoint.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use serde_json::{json, Value};

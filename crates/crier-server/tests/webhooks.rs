@@ -1,5 +1,7 @@
 //! Webhooks: Pusher's events, format and signature, and retries.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use axum::body::Bytes;

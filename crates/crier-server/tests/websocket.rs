@@ -1,5 +1,7 @@
 //! The Pusher protocol over WebSocket, driven as a client would.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use serde_json::{json, Value};

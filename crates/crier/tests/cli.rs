@@ -1,6 +1,8 @@
 //! The `crier` binary as an operator uses it: help, config errors, the dev-secret
 //! guard, serving with defaults, `crier publish`, and SIGTERM.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -2,6 +2,8 @@
 //! restart on the same data directory, ids keep growing, the epoch is unchanged; a
 //! damaged journal tail is cut off and the server still starts.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use crier_protocol::signature;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -10,16 +12,31 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+type Log = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
 fn start(dir: &Path, fsync: &str) -> (Child, String) {
+    let (child, addr, _) = start_logged(dir, fsync);
+    (child, addr)
+}
+
+fn start_logged(dir: &Path, fsync: &str) -> (Child, String, Log) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_crier"))
         .args(["serve", "--listen", "127.0.0.1:0", "--udp-listen", "", "--fsync", fsync])
         .arg("--data-dir")
         .arg(dir)
         .env_remove("CRIER_CONFIG")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let log: Log = Default::default();
+    let err_lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in err_lines.map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let addr = loop {
         let line = lines.next().expect("server printed its address").unwrap();
@@ -28,7 +45,7 @@ fn start(dir: &Path, fsync: &str) -> (Child, String) {
         }
     };
     std::thread::spawn(move || for _ in lines {});
-    (child, addr)
+    (child, addr, log)
 }
 
 fn now() -> i64 {
@@ -121,7 +138,7 @@ fn newest_file(dir: &Path) -> Option<PathBuf> {
             let md = e.metadata().ok()?;
             if md.is_dir() {
                 stack.push(p);
-            } else if md.len() > 16 {
+            } else if md.len() > 16 && p.extension().is_some_and(|x| x == "jnl") {
                 let t = md.modified().ok()?;
                 if best.as_ref().is_none_or(|(bt, _)| t > *bt) {
                     best = Some((t, p));
@@ -146,7 +163,12 @@ fn a_truncated_tail_is_cut_off_and_the_server_starts() {
     f.set_len(len - 7).unwrap();
     drop(f);
 
-    let (mut child, addr) = start(dir.path(), "grouped");
+    let (mut child, addr, log) = start_logged(dir.path(), "grouped");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !log.lock().unwrap().iter().any(|l| l.contains("torn or corrupt tail")) {
+        assert!(std::time::Instant::now() < deadline, "no warning about the cut tail: {:?}", log.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let after = history(&addr);
     // A prefix survives (the torn record and anything after it are gone) ...
     for (i, (_, data)) in after.iter().enumerate() {

@@ -36,6 +36,9 @@ use tokio::sync::oneshot;
 type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 type Reply = oneshot::Sender<Result<Vec<Arc<Published>>, HistoryError>>;
 
+/// Upper bound of the journal files on disk.
+pub const MAX_JOURNAL_BYTES: u64 = 128 * 1024 * 1024;
+
 /// Most messages the writer puts in one batch.
 const MAX_BATCH: usize = 4096;
 
@@ -122,6 +125,20 @@ impl Shared {
     }
 }
 
+/// Total size of the journal files (`*.jnl`) in `dir`.
+fn journal_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "jnl"))
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 /// The embedded durable history store.
 pub struct DiskHistory {
     shared: Arc<Shared>,
@@ -158,7 +175,22 @@ impl DiskHistory {
         deliver: Arc<dyn Deliver>,
         clock: Clock,
     ) -> Result<Self, HistoryError> {
-        let db = Database::builder(dir).worker_threads(1).open().map_err(storage)?;
+        let journal_before = journal_bytes(dir);
+        // The journal is bounded so that deleted messages' journal space is reclaimed
+        // too: when it is full, memtables are flushed and old journal files deleted.
+        let db = Database::builder(dir)
+            .worker_threads(1)
+            .max_journaling_size(MAX_JOURNAL_BYTES)
+            .open()
+            .map_err(storage)?;
+        let journal_after = journal_bytes(dir);
+        if journal_after < journal_before {
+            tracing::warn!(
+                dir = %dir.display(),
+                bytes_cut = journal_before - journal_after,
+                "history journal had a torn or corrupt tail (interrupted write); it was cut off and everything before it recovered"
+            );
+        }
         let messages = db.keyspace("messages", KeyspaceCreateOptions::default).map_err(storage)?;
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default).map_err(storage)?;
         let epoch: Arc<str> = match meta.get("epoch").map_err(storage)? {
@@ -225,7 +257,7 @@ impl DiskHistory {
                         while !stop.load(Ordering::Acquire) {
                             std::thread::sleep(Duration::from_millis(100));
                             ticks += 1;
-                            if ticks % 10 == 0 && tx.send(Command::Sweep).is_err() {
+                            if ticks.is_multiple_of(10) && tx.send(Command::Sweep).is_err() {
                                 return;
                             }
                         }
@@ -245,9 +277,10 @@ impl DiskHistory {
         &self.shared.epoch
     }
 
-    /// Bytes the store occupies on disk.
-    pub fn disk_space(&self) -> u64 {
-        self.shared.db.disk_space().unwrap_or(0)
+    /// Bytes the store occupies on disk: (journal, tables).
+    pub fn disk_space(&self) -> (u64, u64) {
+        let journal = self.shared.db.journal_disk_space().unwrap_or(0);
+        (journal, self.shared.messages.disk_space())
     }
 
     /// Asks the writer to drop expired messages now (tests; normally once a second).
