@@ -8,7 +8,8 @@ use crier_protocol::ErrorCode;
 use parking_lot::Mutex;
 use std::borrow::Cow;
 use std::sync::Arc;
-use tokio::sync::{mpsc, Notify};
+use std::collections::VecDeque;
+use tokio::sync::Notify;
 
 /// Why the server ends a connection: a Pusher close code and a message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,21 +44,26 @@ pub enum Outgoing {
     Frame(Bytes),
 }
 
+struct State {
+    queue: VecDeque<Outgoing>,
+    closing: Option<Disconnect>,
+    receiver_alive: bool,
+}
+
 struct Shared {
-    closing: Mutex<Option<Disconnect>>,
+    state: Mutex<State>,
     wake: Notify,
+    capacity: usize,
 }
 
 /// The sending side, held by the hub for each subscription of the connection.
 #[derive(Clone)]
 pub struct Outbox {
-    tx: mpsc::Sender<Outgoing>,
     shared: Arc<Shared>,
 }
 
 /// The receiving side, owned by the connection's transport task.
 pub struct OutboxReceiver {
-    rx: mpsc::Receiver<Outgoing>,
     shared: Arc<Shared>,
 }
 
@@ -68,19 +74,27 @@ pub enum Next {
     Close(Disconnect),
 }
 
-/// A queue of `capacity` items for one connection.
+/// Queue capacity kept after a burst has drained; beyond it the buffer is freed so an
+/// idle connection costs no queue memory.
+const KEEP_CAPACITY: usize = 16;
+
+/// A queue of `capacity` items for one connection. Nothing is allocated until the
+/// first item arrives: idle connections are the common case.
 pub fn outbox(capacity: usize) -> (Outbox, OutboxReceiver) {
-    let (tx, rx) = mpsc::channel(capacity.max(1));
     let shared = Arc::new(Shared {
-        closing: Mutex::new(None),
+        state: Mutex::new(State {
+            queue: VecDeque::new(),
+            closing: None,
+            receiver_alive: true,
+        }),
         wake: Notify::new(),
+        capacity: capacity.max(1),
     });
     (
         Outbox {
-            tx,
             shared: shared.clone(),
         },
-        OutboxReceiver { rx, shared },
+        OutboxReceiver { shared },
     )
 }
 
@@ -88,29 +102,40 @@ impl Outbox {
     /// Queues an item; a full queue closes the connection as a slow consumer.
     /// Returns false when the item was not queued.
     pub fn push(&self, item: Outgoing) -> bool {
-        match self.tx.try_send(item) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                metrics::counter!("crier_slow_consumer_disconnects_total").increment(1);
-                self.close(Disconnect::slow_consumer());
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        let mut state = self.shared.state.lock();
+        if state.closing.is_some() || !state.receiver_alive {
+            return false;
         }
+        if state.queue.len() >= self.shared.capacity {
+            state.closing = Some(Disconnect::slow_consumer());
+            drop(state);
+            metrics::counter!("crier_slow_consumer_disconnects_total").increment(1);
+            self.shared.wake.notify_one();
+            return false;
+        }
+        state.queue.push_back(item);
+        let first = state.queue.len() == 1;
+        drop(state);
+        // The receiver drains everything once woken, so only the first item of a
+        // batch needs to wake it (a stored permit covers a receiver not yet waiting).
+        if first {
+            self.shared.wake.notify_one();
+        }
+        true
     }
 
     /// Asks the connection to close; the first reason given wins.
     pub fn close(&self, reason: Disconnect) {
-        let mut closing = self.shared.closing.lock();
-        if closing.is_none() {
-            *closing = Some(reason);
-            drop(closing);
+        let mut state = self.shared.state.lock();
+        if state.closing.is_none() {
+            state.closing = Some(reason);
+            drop(state);
             self.shared.wake.notify_one();
         }
     }
 
     pub fn is_closed(&self) -> bool {
-        self.tx.is_closed()
+        !self.shared.state.lock().receiver_alive
     }
 
     /// Whether two handles feed the same connection.
@@ -124,34 +149,44 @@ impl OutboxReceiver {
     /// a slow consumer resumes from history anyway.
     pub async fn next(&mut self) -> Next {
         loop {
-            if let Some(reason) = self.shared.closing.lock().clone() {
-                return Next::Close(reason);
+            if let Some(next) = self.take() {
+                return next;
             }
-            tokio::select! {
-                biased;
-                () = self.shared.wake.notified() => continue,
-                item = self.rx.recv() => match item {
-                    Some(item) => return Next::Send(item),
-                    None => return Next::Close(Disconnect::new(
-                        crier_protocol::ErrorCode::GenericReconnect,
-                        "server closed the connection",
-                    )),
-                },
-            }
+            self.shared.wake.notified().await;
         }
+    }
+
+    fn take(&self) -> Option<Next> {
+        let mut state = self.shared.state.lock();
+        if let Some(reason) = &state.closing {
+            return Some(Next::Close(reason.clone()));
+        }
+        let item = state.queue.pop_front();
+        if state.queue.is_empty() && state.queue.capacity() > KEEP_CAPACITY {
+            state.queue = VecDeque::new();
+        }
+        item.map(Next::Send)
     }
 
     /// An item already queued, without waiting.
     pub fn try_next(&mut self) -> Option<Outgoing> {
-        if self.shared.closing.lock().is_some() {
-            return None;
+        match self.take() {
+            Some(Next::Send(item)) => Some(item),
+            _ => None,
         }
-        self.rx.try_recv().ok()
     }
 
     /// Items that can be taken without waiting (for batching writes).
     pub fn queued(&self) -> usize {
-        self.rx.len()
+        self.shared.state.lock().queue.len()
+    }
+}
+
+impl Drop for OutboxReceiver {
+    fn drop(&mut self) {
+        let mut state = self.shared.state.lock();
+        state.receiver_alive = false;
+        state.queue = VecDeque::new();
     }
 }
 

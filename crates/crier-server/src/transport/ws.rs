@@ -31,9 +31,13 @@ pub(crate) async fn upgrade(
     State(state): State<AppState>,
 ) -> Response {
     let max = state.config.server.max_frame_bytes;
+    // tungstenite preallocates a 128 KiB read buffer per connection by default; a
+    // small one keeps idle connections cheap and grows only for large frames. Writes
+    // gather up to 8 KiB of queued frames before a syscall (flushed after each batch).
     ws.max_message_size(max)
         .max_frame_size(max)
-        .write_buffer_size(0)
+        .read_buffer_size(512)
+        .write_buffer_size(8 * 1024)
         .on_upgrade(move |socket| {
             let tasks = state.tasks.clone();
             tasks.track_future(connection(socket, state, key, query.protocol))
@@ -107,9 +111,11 @@ async fn connection(mut socket: WebSocket, state: AppState, key: String, protoco
                 deadline = Instant::now() + activity;
                 awaiting_pong = false;
                 match message {
-                    Message::Text(t) => match session.handle(t.as_str()).await {
+                    // Boxed: the handling future (subscribe, replay) is large and only
+                    // lives while a frame is processed; idle connections don't carry it.
+                    Message::Text(t) => match Box::pin(session.handle(t.as_str())).await {
                         Ok(replies) => {
-                            if write_all(&mut socket, replies).await.is_err() {
+                            if Box::pin(write_all(&mut socket, replies)).await.is_err() {
                                 break None;
                             }
                         }
