@@ -256,6 +256,9 @@ async fn signin_send_to_user_and_terminate() {
     c.send(json!({"event": "pusher:signin", "data": {"auth": format!("{KEY}:{sig}"), "user_data": user_data}}))
         .await;
     assert_eq!(c.recv().await["event"], "pusher:signin_success");
+    // pusher-js then subscribes to its own user channel: accepted; others' are not.
+    assert_eq!(c.subscribe("#server-to-user-42").await["event"], "pusher_internal:subscription_succeeded");
+    assert_eq!(c.subscribe("#server-to-user-43").await["event"], "pusher:subscription_error");
     // sendToUser publishes to #server-to-user-<id>.
     server.api().trigger("#server-to-user-42", "note", "hi").await;
     let ev = c.recv_event("note").await;

@@ -91,6 +91,11 @@ impl Session {
         let channel = ChannelName::parse(&req.channel)
             .map_err(|e| Refusal::new("InvalidChannel", e.to_string(), 400))?;
         if channel.kind() == ChannelKind::ServerToUser {
+            // pusher-js subscribes to its own `#server-to-user-<id>` after signing in;
+            // signing in already joined it, so that is a success. Others are refused.
+            if self.user.is_some() && self.user.as_deref() == channel.server_to_user_id() {
+                return Ok(vec![Bytes::from(frames::subscription_succeeded(channel.as_str()))]);
+            }
             return Err(Refusal::new(
                 "InvalidChannel",
                 "server-to-user channels are joined by signing in",

@@ -82,8 +82,18 @@ async fn close(socket: &mut WebSocket, reason: &Disconnect) {
         code: reason.code.code(),
         reason: Utf8Bytes::from(reason.message.as_ref()),
     };
-    let _ = socket.send(Message::Close(Some(frame))).await;
-    let _ = socket.flush().await;
+    if socket.send(Message::Close(Some(frame))).await.is_err() {
+        return;
+    }
+    // Wait briefly for the client's close reply, reading what it still sends: closing
+    // with unread data makes the kernel reset the connection, and the client would see
+    // 1006 instead of our code.
+    let deadline = Instant::now() + std::time::Duration::from_secs(2);
+    while let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, socket.recv()).await {
+        if matches!(message, Message::Close(_)) {
+            break;
+        }
+    }
 }
 
 async fn connection(mut socket: WebSocket, state: AppState, key: String, protocol: Option<String>) {
