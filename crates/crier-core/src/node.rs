@@ -24,6 +24,8 @@ pub struct NodeSettings {
     pub outbox_capacity: usize,
     /// Most messages replayed per channel on a resume.
     pub replay_limit: usize,
+    /// A write to a client that takes longer than this means it stopped reading.
+    pub write_timeout: Duration,
 }
 
 impl Default for NodeSettings {
@@ -33,6 +35,7 @@ impl Default for NodeSettings {
             pong_timeout: Duration::from_secs(30),
             outbox_capacity: 1024,
             replay_limit: 10_000,
+            write_timeout: Duration::from_secs(10),
         }
     }
 }

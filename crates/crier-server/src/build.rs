@@ -81,6 +81,7 @@ pub fn node(config: &Config) -> anyhow::Result<(Arc<Node>, crate::webhooks::Webh
         activity_timeout: Duration::from_secs(config.server.activity_timeout_secs),
         pong_timeout: Duration::from_secs(config.server.pong_timeout_secs),
         outbox_capacity: config.server.outbox_capacity,
+        write_timeout: Duration::from_secs(config.server.write_timeout_secs.max(1)),
         ..NodeSettings::default()
     };
     Ok((Arc::new(Node::new(apps, hub, broker, settings)), webhooks))

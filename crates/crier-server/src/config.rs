@@ -55,6 +55,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Seconds graceful shutdown may take before connections are dropped.
     pub shutdown_timeout_secs: u64,
+    /// Seconds a write to a client may block before it counts as a slow consumer.
+    pub write_timeout_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -71,6 +73,7 @@ impl Default for ServerConfig {
             max_frame_bytes: 64 * 1024,
             max_body_bytes: 256 * 1024,
             shutdown_timeout_secs: 10,
+            write_timeout_secs: 10,
         }
     }
 }

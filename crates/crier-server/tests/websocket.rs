@@ -345,3 +345,50 @@ async fn cache_channels_send_last_event_or_cache_miss() {
     server.api().trigger("cache-prices", "price", "3").await;
     assert_eq!(late.recv().await["data"], "3");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_consumers_are_cut_off_without_holding_back_others() {
+    const EVENTS: usize = 2000;
+    let server = TestServer::with(|c| {
+        c.server.outbox_capacity = 64;
+        c.server.write_timeout_secs = 2;
+        c.history.max_messages = 10;
+    })
+    .await;
+    let mut fast = server.connect().await;
+    fast.subscribe("firehose").await;
+    let mut slow = server.connect().await;
+    slow.subscribe("firehose").await;
+    let reader = tokio::spawn(async move {
+        for i in 0..EVENTS {
+            let ev = fast.recv().await;
+            assert_eq!(ev["data"].as_str().unwrap().split(':').next().unwrap(), i.to_string());
+        }
+    });
+    let api = server.api();
+    let pad = "x".repeat(8000);
+    for b in 0..EVENTS / 10 {
+        let batch: Vec<Value> = (0..10)
+            .map(|i| json!({"name": "e", "channel": "firehose", "data": format!("{}:{pad}", b * 10 + i)}))
+            .collect();
+        let (status, _) = api.post("/apps/app/batch_events", &json!({"batch": batch})).await;
+        assert_eq!(status, 200);
+    }
+    tokio::time::timeout(Duration::from_secs(60), reader).await.unwrap().unwrap();
+    // The slow client was disconnected before it got everything.
+    let mut got = 0;
+    loop {
+        match tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut slow.ws)).await {
+            Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t)))) => {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                if v["event"] == "e" {
+                    got += 1;
+                }
+            }
+            Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => break,
+            Ok(Some(Ok(_))) => {}
+            Err(_) => panic!("slow client neither closed nor fed"),
+        }
+    }
+    assert!(got < EVENTS, "slow client got everything ({got})");
+}

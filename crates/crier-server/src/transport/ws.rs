@@ -114,6 +114,7 @@ async fn connection(mut socket: WebSocket, state: AppState, key: String, protoco
     let pong_wait = settings.pong_timeout;
     let mut deadline = Instant::now() + activity;
     let mut awaiting_pong = false;
+    let write_timeout = state.node.settings.write_timeout;
     let reason = loop {
         tokio::select! {
             incoming = socket.recv() => {
@@ -143,23 +144,17 @@ async fn connection(mut socket: WebSocket, state: AppState, key: String, protoco
             }
             next = rx.next() => match next {
                 Next::Send(item) => {
-                    if let Delivery::Send(first) = session.outgoing(item) {
-                        if socket.feed(text(first)).await.is_err() {
-                            break None;
+                    let write = write_batch(&mut socket, &mut session, &mut rx, item);
+                    match tokio::time::timeout(write_timeout, write).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => break None,
+                        Err(_) => {
+                            // The client stopped reading: its socket is full, so not even
+                            // a close frame would get through. Drop it; it can resume.
+                            metrics::counter!("crier_slow_consumer_disconnects_total").increment(1);
+                            session.close();
+                            return;
                         }
-                    }
-                    let mut batch = 1;
-                    while batch < MAX_BATCH {
-                        let Some(item) = rx.try_next() else { break };
-                        if let Delivery::Send(frame) = session.outgoing(item) {
-                            if socket.feed(text(frame)).await.is_err() {
-                                break;
-                            }
-                        }
-                        batch += 1;
-                    }
-                    if socket.flush().await.is_err() {
-                        break None;
                     }
                 }
                 Next::Close(reason) => break Some(reason),
@@ -185,6 +180,25 @@ async fn connection(mut socket: WebSocket, state: AppState, key: String, protoco
             .increment(1);
         close(&mut socket, &reason).await;
     }
+}
+
+/// Writes `first` and whatever else is queued (up to a batch), then flushes once.
+async fn write_batch(
+    socket: &mut WebSocket,
+    session: &mut Session,
+    rx: &mut crier_core::outbox::OutboxReceiver,
+    first: crier_core::outbox::Outgoing,
+) -> Result<(), axum::Error> {
+    if let Delivery::Send(frame) = session.outgoing(first) {
+        socket.feed(text(frame)).await?;
+    }
+    for _ in 1..MAX_BATCH {
+        let Some(item) = rx.try_next() else { break };
+        if let Delivery::Send(frame) = session.outgoing(item) {
+            socket.feed(text(frame)).await?;
+        }
+    }
+    socket.flush().await
 }
 
 async fn write_all(socket: &mut WebSocket, frames: Vec<Bytes>) -> Result<(), axum::Error> {
