@@ -105,8 +105,11 @@ pub trait HistoryStore: Send + Sync + 'static {
     ) -> Result<Option<Arc<Published>>, HistoryError>;
 
     /// Position of the channel's newest message (offset 0 if it has none).
-    async fn tip(&self, app_id: &str, channel: &ChannelName)
-        -> Result<StreamPosition, HistoryError>;
+    async fn tip(
+        &self,
+        app_id: &str,
+        channel: &ChannelName,
+    ) -> Result<StreamPosition, HistoryError>;
 
     /// Makes everything appended so far durable; called on shutdown.
     async fn flush(&self) -> Result<(), HistoryError>;

@@ -222,7 +222,10 @@ impl Hub {
         }
         if member_added {
             if let Some(user) = &added_user {
-                self.notify(app, ChannelEvent::MemberAdded(channel.clone(), user.clone()));
+                self.notify(
+                    app,
+                    ChannelEvent::MemberAdded(channel.clone(), user.clone()),
+                );
             }
         }
         metrics::gauge!("crier_subscriptions").increment(1.0);
@@ -278,7 +281,10 @@ impl Hub {
             }
         }
         if let Some(user) = &outcome.member_removed {
-            self.notify(app, ChannelEvent::MemberRemoved(channel.clone(), user.clone()));
+            self.notify(
+                app,
+                ChannelEvent::MemberRemoved(channel.clone(), user.clone()),
+            );
         }
         if outcome.vacated {
             self.notify(app, ChannelEvent::Vacated(channel.clone()));
@@ -305,7 +311,10 @@ impl Hub {
             .clone();
         let mut ch = entry.lock();
         let occupied = ch.is_unused();
-        let added = match ch.roster.join(&join.user_id, join.user_info.clone(), join.max_members) {
+        let added = match ch
+            .roster
+            .join(&join.user_id, join.user_info.clone(), join.max_members)
+        {
             Joined::Full => {
                 let unused = ch.is_unused();
                 drop(ch);
@@ -331,7 +340,10 @@ impl Hub {
             self.notify(app, ChannelEvent::Occupied(channel.clone()));
         }
         if added {
-            self.notify(app, ChannelEvent::MemberAdded(channel.clone(), join.user_id));
+            self.notify(
+                app,
+                ChannelEvent::MemberAdded(channel.clone(), join.user_id),
+            );
         }
         Ok(added)
     }
@@ -348,7 +360,10 @@ impl Hub {
             };
             let left = ch.roster.leave(&user);
             if left {
-                ch.announce(&Bytes::from(frames::member_removed(channel.as_str(), &user)));
+                ch.announce(&Bytes::from(frames::member_removed(
+                    channel.as_str(),
+                    &user,
+                )));
             }
             (left.then_some(user), ch.is_unused())
         };
@@ -365,7 +380,10 @@ impl Hub {
             }
         }
         if let Some(user) = &left {
-            self.notify(app, ChannelEvent::MemberRemoved(channel.clone(), user.clone()));
+            self.notify(
+                app,
+                ChannelEvent::MemberRemoved(channel.clone(), user.clone()),
+            );
         }
         if vacated {
             self.notify(app, ChannelEvent::Vacated(channel.clone()));
@@ -374,7 +392,13 @@ impl Hub {
     }
 
     /// Sends an encoded frame to every subscriber except `exclude`.
-    pub fn broadcast(&self, app: &str, channel: &ChannelName, frame: Bytes, exclude: Option<ConnId>) {
+    pub fn broadcast(
+        &self,
+        app: &str,
+        channel: &ChannelName,
+        frame: Bytes,
+        exclude: Option<ConnId>,
+    ) {
         let Some(entry) = self.channel(app, channel) else {
             return;
         };

@@ -105,7 +105,10 @@ impl Node {
         self.hub.close_subscribers(
             &app.id,
             &channel,
-            &Disconnect::new(ErrorCode::Unauthorized, "connections terminated by the server"),
+            &Disconnect::new(
+                ErrorCode::Unauthorized,
+                "connections terminated by the server",
+            ),
         )
     }
 }

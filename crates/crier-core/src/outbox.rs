@@ -7,8 +7,8 @@ use bytes::Bytes;
 use crier_protocol::ErrorCode;
 use parking_lot::Mutex;
 use std::borrow::Cow;
-use std::sync::Arc;
 use std::collections::VecDeque;
+use std::sync::Arc;
 use tokio::sync::Notify;
 
 /// Why the server ends a connection: a Pusher close code and a message.

@@ -57,7 +57,11 @@ impl Session {
     ///
     /// # Errors
     /// The app is disabled or over its connection quota.
-    pub fn open(node: Arc<Node>, app: Arc<App>, outbox: Outbox) -> Result<(Self, Bytes), Disconnect> {
+    pub fn open(
+        node: Arc<Node>,
+        app: Arc<App>,
+        outbox: Outbox,
+    ) -> Result<(Self, Bytes), Disconnect> {
         if !app.enabled {
             return Err(Disconnect::new(ErrorCode::AppDisabled, "App is disabled"));
         }
@@ -166,7 +170,10 @@ impl Session {
     fn signin(&mut self, auth: &str, user_data: &str) -> Result<Vec<Bytes>, Disconnect> {
         let message = signature::user_auth_message(&self.socket_id, user_data);
         if !signature::verify_key_signature(&self.app.key, &self.app.secret, &message, auth) {
-            return Err(Disconnect::new(ErrorCode::Unauthorized, "Invalid signin signature"));
+            return Err(Disconnect::new(
+                ErrorCode::Unauthorized,
+                "Invalid signin signature",
+            ));
         }
         let id = serde_json::from_str::<serde_json::Value>(user_data)
             .ok()

@@ -28,7 +28,9 @@ impl StreamItem {
     pub fn envelope(&self) -> Bytes {
         match self {
             StreamItem::Message(m) => m.envelope(),
-            StreamItem::Gap(channel) => Bytes::from(frames::envelope("", channel.as_str(), "crier:gap", "{}")),
+            StreamItem::Gap(channel) => {
+                Bytes::from(frames::envelope("", channel.as_str(), "crier:gap", "{}"))
+            }
         }
     }
 }
@@ -117,7 +119,12 @@ impl Stream {
             let mut first = true;
             loop {
                 let page = history
-                    .read(&app.id, channel, Some(&after), (replay_limit - sent).clamp(1, 500))
+                    .read(
+                        &app.id,
+                        channel,
+                        Some(&after),
+                        (replay_limit - sent).clamp(1, 500),
+                    )
                     .await?;
                 if first && page.gap {
                     items.push(StreamItem::Gap(channel.clone()));
@@ -147,7 +154,8 @@ impl Stream {
         if !self.channels.contains(&message.channel) {
             return false;
         }
-        self.cursor.set(message.channel.clone(), message.position.clone());
+        self.cursor
+            .set(message.channel.clone(), message.position.clone());
         true
     }
 

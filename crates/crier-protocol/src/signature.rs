@@ -48,7 +48,10 @@ pub fn channel_auth(
     channel: &str,
     channel_data: Option<&str>,
 ) -> String {
-    let sig = sign(secret, &channel_auth_message(socket_id, channel, channel_data));
+    let sig = sign(
+        secret,
+        &channel_auth_message(socket_id, channel, channel_data),
+    );
     format!("{key}:{sig}")
 }
 
@@ -105,7 +108,12 @@ pub fn request_string_to_sign(method: &str, path: &str, query: &[(String, String
         .collect();
     pairs.sort();
     let joined: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    format!("{}\n{}\n{}", method.to_ascii_uppercase(), path, joined.join("&"))
+    format!(
+        "{}\n{}\n{}",
+        method.to_ascii_uppercase(),
+        path,
+        joined.join("&")
+    )
 }
 
 /// Verifies a signed HTTP API request. `now` is Unix seconds.
@@ -151,7 +159,11 @@ pub fn verify_request(
     if !key_ok {
         return Err(RequestAuthError::WrongKey);
     }
-    if !verify(secret, &request_string_to_sign(method, path, query), signature) {
+    if !verify(
+        secret,
+        &request_string_to_sign(method, path, query),
+        signature,
+    ) {
         return Err(RequestAuthError::BadSignature);
     }
     Ok(())

@@ -20,8 +20,14 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/apps/{app_id}/batch_events", post(events::publish_batch))
         .route("/apps/{app_id}/channels", get(channels::list))
         .route("/apps/{app_id}/channels/{channel}", get(channels::show))
-        .route("/apps/{app_id}/channels/{channel}/users", get(channels::users))
-        .route("/apps/{app_id}/channels/{channel}/messages", get(messages::list))
+        .route(
+            "/apps/{app_id}/channels/{channel}/users",
+            get(channels::users),
+        )
+        .route(
+            "/apps/{app_id}/channels/{channel}/messages",
+            get(messages::list),
+        )
         .route(
             "/apps/{app_id}/users/{user_id}/terminate_connections",
             post(users::terminate_connections),
@@ -52,12 +58,19 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         metrics::counter!("crier_api_errors_total", "status" => self.status.as_u16().to_string())
             .increment(1);
-        (self.status, Json(serde_json::json!({ "error": self.message }))).into_response()
+        (
+            self.status,
+            Json(serde_json::json!({ "error": self.message })),
+        )
+            .into_response()
     }
 }
 
 pub(crate) async fn not_found(uri: Uri) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, format!("no route for {}", uri.path()))
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no route for {}", uri.path()),
+    )
 }
 
 /// Decodes a query string into pairs (percent-decoding values).
@@ -67,7 +80,10 @@ pub(crate) fn query_pairs(uri: &Uri) -> Result<QueryPairs, ApiError> {
 }
 
 pub(crate) fn query_value<'a>(query: &'a QueryPairs, name: &str) -> Option<&'a str> {
-    query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    query
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 /// A request whose signature checked out.
@@ -84,12 +100,10 @@ pub(crate) fn authenticate(
     uri: &Uri,
     body: &[u8],
 ) -> Result<Signed, ApiError> {
-    let app = state
-        .node
-        .apps
-        .by_id(app_id)
-        .cloned()
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("unknown app {app_id:?}")))?;
+    let app =
+        state.node.apps.by_id(app_id).cloned().ok_or_else(|| {
+            ApiError::new(StatusCode::NOT_FOUND, format!("unknown app {app_id:?}"))
+        })?;
     let query = query_pairs(uri)?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -106,9 +120,9 @@ pub(crate) fn authenticate(
     )
     .map_err(|e| {
         let status = match e {
-            RequestAuthError::Missing(_) | RequestAuthError::BadVersion | RequestAuthError::BadTimestamp => {
-                StatusCode::UNAUTHORIZED
-            }
+            RequestAuthError::Missing(_)
+            | RequestAuthError::BadVersion
+            | RequestAuthError::BadTimestamp => StatusCode::UNAUTHORIZED,
             _ => StatusCode::UNAUTHORIZED,
         };
         ApiError::new(status, e.to_string())

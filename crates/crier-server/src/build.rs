@@ -35,8 +35,13 @@ fn app_from_config(c: &AppConfig, config: &Config) -> App {
         })
         .collect();
     app.retention = Retention {
-        max_messages: c.history_max_messages.unwrap_or(config.history.max_messages),
-        max_age: Duration::from_secs(c.history_max_age_secs.unwrap_or(config.history.max_age_secs)),
+        max_messages: c
+            .history_max_messages
+            .unwrap_or(config.history.max_messages),
+        max_age: Duration::from_secs(
+            c.history_max_age_secs
+                .unwrap_or(config.history.max_age_secs),
+        ),
     };
     app
 }
@@ -51,9 +56,8 @@ pub fn node(config: &Config) -> anyhow::Result<(Arc<Node>, crate::webhooks::Webh
         .iter()
         .map(|a| (a.id.to_string(), a.retention))
         .collect();
-    let retention: RetentionLookup = Arc::new(move |id: &str| {
-        retention_by_app.get(id).copied().unwrap_or_default()
-    });
+    let retention: RetentionLookup =
+        Arc::new(move |id: &str| retention_by_app.get(id).copied().unwrap_or_default());
     let (observer, webhooks) = crate::webhooks::channel(&config.apps);
     let hub = Arc::new(Hub::with_observer(observer));
     let policy = match config.history.fsync {

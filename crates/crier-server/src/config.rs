@@ -291,7 +291,12 @@ pub struct Overrides {
     pub app_id: Option<String>,
     #[arg(long, env = "CRIER_APP_KEY", requires = "app_id")]
     pub app_key: Option<String>,
-    #[arg(long, env = "CRIER_APP_SECRET", requires = "app_id", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "CRIER_APP_SECRET",
+        requires = "app_id",
+        hide_env_values = true
+    )]
     pub app_secret: Option<String>,
 }
 
@@ -387,10 +392,15 @@ impl Config {
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        self.server
-            .listen
-            .parse()
-            .map_err(|_| invalid("server.listen", format!("{:?} is not an address like 127.0.0.1:6001", self.server.listen)))
+        self.server.listen.parse().map_err(|_| {
+            invalid(
+                "server.listen",
+                format!(
+                    "{:?} is not an address like 127.0.0.1:6001",
+                    self.server.listen
+                ),
+            )
+        })
     }
 
     /// Checks values and combinations no type can express.
@@ -400,11 +410,12 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let listen = self.listen_addr()?;
         if !self.ingest.udp.listen.is_empty() {
-            self.ingest
-                .udp
-                .listen
-                .parse::<SocketAddr>()
-                .map_err(|_| invalid("ingest.udp.listen", "not an address (use \"\" to turn it off)"))?;
+            self.ingest.udp.listen.parse::<SocketAddr>().map_err(|_| {
+                invalid(
+                    "ingest.udp.listen",
+                    "not an address (use \"\" to turn it off)",
+                )
+            })?;
         }
         if self.apps.is_empty() {
             return Err(invalid("apps", "at least one [[apps]] table is needed"));
@@ -422,7 +433,10 @@ impl Config {
                 return Err(invalid(key("id"), format!("duplicate app id {:?}", app.id)));
             }
             if !keys.insert(&app.key) {
-                return Err(invalid(key("key"), format!("duplicate app key {:?}", app.key)));
+                return Err(invalid(
+                    key("key"),
+                    format!("duplicate app key {:?}", app.key),
+                ));
             }
             if app.secret == DEV_APP_SECRET && !listen.ip().is_loopback() {
                 return Err(invalid(
@@ -517,6 +531,10 @@ url = "redis://127.0.0.1:6379"
         let e = c.validate().unwrap_err().to_string();
         assert!(e.starts_with("apps[0].secret"), "{e}");
         c.server.listen = "nope".into();
-        assert!(c.validate().unwrap_err().to_string().starts_with("server.listen"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .starts_with("server.listen"));
     }
 }

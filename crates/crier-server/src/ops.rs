@@ -22,7 +22,10 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     if state.draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
     } else if !state.node.broker.healthy() {
-        (StatusCode::SERVICE_UNAVAILABLE, "degraded: broker unavailable\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "degraded: broker unavailable\n",
+        )
     } else {
         (StatusCode::OK, "ready\n")
     }
@@ -32,8 +35,5 @@ async fn metrics() -> impl IntoResponse {
     let body = crate::metrics::handle()
         .map(|h| h.render())
         .unwrap_or_default();
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        body,
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }

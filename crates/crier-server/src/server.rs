@@ -121,7 +121,10 @@ async fn drain_on_shutdown(
     tracing::info!("shutting down: telling clients to reconnect, flushing history");
     let limit = Duration::from_secs(state.config.server.shutdown_timeout_secs);
     state.tasks.close();
-    if tokio::time::timeout(limit, state.tasks.wait()).await.is_err() {
+    if tokio::time::timeout(limit, state.tasks.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("connections still open after {limit:?}; dropping them");
     }
     if tokio::time::timeout(limit, server).await.is_err() {

@@ -13,6 +13,12 @@ use axum::Router;
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/app/{key}", get(ws::upgrade))
-        .route("/app/{key}/sse", get(sse::handle).options(stream_request::preflight))
-        .route("/app/{key}/poll", get(poll::handle).options(stream_request::preflight))
+        .route(
+            "/app/{key}/sse",
+            get(sse::handle).options(stream_request::preflight),
+        )
+        .route(
+            "/app/{key}/poll",
+            get(poll::handle).options(stream_request::preflight),
+        )
 }

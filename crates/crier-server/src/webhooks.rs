@@ -94,7 +94,11 @@ pub fn channel(apps: &[crate::config::AppConfig]) -> (Arc<WebhookObserver>, Webh
                 AppTargets {
                     key: Arc::from(a.key.as_str()),
                     secret: Arc::from(a.secret.as_str()),
-                    hooks: a.webhooks.iter().map(|w| (w.url.clone(), w.events.clone())).collect(),
+                    hooks: a
+                        .webhooks
+                        .iter()
+                        .map(|w| (w.url.clone(), w.events.clone()))
+                        .collect(),
                 },
             )
         })
@@ -173,7 +177,9 @@ impl WebhookSender {
                             metrics::counter!("crier_webhooks_sent_total").increment(1);
                             return;
                         }
-                        Ok(r) => tracing::warn!(%url, status = %r.status(), attempt, "webhook refused"),
+                        Ok(r) => {
+                            tracing::warn!(%url, status = %r.status(), attempt, "webhook refused")
+                        }
                         Err(e) => tracing::warn!(%url, error = %e, attempt, "webhook failed"),
                     }
                     tokio::time::sleep(delay).await;
@@ -185,4 +191,3 @@ impl WebhookSender {
         }
     }
 }
-

@@ -34,7 +34,10 @@ async fn object_data_is_sent_serialized() {
     c.subscribe("a").await;
     server
         .api()
-        .post("/apps/app/events", &json!({"name": "e", "channel": "a", "data": {"k": [1]}}))
+        .post(
+            "/apps/app/events",
+            &json!({"name": "e", "channel": "a", "data": {"k": [1]}}),
+        )
         .await;
     assert_eq!(c.recv().await["data"], "{\"k\":[1]}");
 }
@@ -65,7 +68,10 @@ async fn batch_events_publish_in_order() {
     let batch: Vec<Value> = (0..5)
         .map(|i| json!({"name": "e", "channel": "q", "data": i.to_string()}))
         .collect();
-    let (status, _) = server.api().post("/apps/app/batch_events", &json!({"batch": batch})).await;
+    let (status, _) = server
+        .api()
+        .post("/apps/app/batch_events", &json!({"batch": batch}))
+        .await;
     assert_eq!(status, 200);
     for i in 0..5 {
         assert_eq!(c.recv().await["data"], i.to_string());
@@ -73,7 +79,10 @@ async fn batch_events_publish_in_order() {
     let too_many: Vec<Value> = (0..11)
         .map(|_| json!({"name": "e", "channel": "q", "data": "x"}))
         .collect();
-    let (status, _) = server.api().post("/apps/app/batch_events", &json!({"batch": too_many})).await;
+    let (status, _) = server
+        .api()
+        .post("/apps/app/batch_events", &json!({"batch": too_many}))
+        .await;
     assert_eq!(status, 400);
 }
 
@@ -90,7 +99,10 @@ async fn event_info_reports_counts() {
         )
         .await;
     assert_eq!(status, 200);
-    assert_eq!(body, json!({"channels": {"counted": {"subscription_count": 1}}}));
+    assert_eq!(
+        body,
+        json!({"channels": {"counted": {"subscription_count": 1}}})
+    );
 }
 
 #[tokio::test]
@@ -114,7 +126,15 @@ async fn rejected_requests_publish_nothing() {
     assert_eq!(res.status().as_u16(), 401);
 
     // Stale timestamp.
-    let qs = crier_protocol::signature::sign_request(KEY, SECRET, "POST", "/apps/app/events", &[], body.as_bytes(), now() - 601);
+    let qs = crier_protocol::signature::sign_request(
+        KEY,
+        SECRET,
+        "POST",
+        "/apps/app/events",
+        &[],
+        body.as_bytes(),
+        now() - 601,
+    );
     let res = api
         .http
         .post(format!("{}/apps/app/events?{qs}", api.base))
@@ -124,7 +144,10 @@ async fn rejected_requests_publish_nothing() {
         .unwrap();
     assert_eq!(res.status().as_u16(), 401);
     let err: Value = res.json().await.unwrap();
-    assert!(err["error"].as_str().unwrap().contains("auth_timestamp"), "{err}");
+    assert!(
+        err["error"].as_str().unwrap().contains("auth_timestamp"),
+        "{err}"
+    );
 
     // Body changed after signing (body_md5 mismatch).
     let url = api.signed_url("POST", "/apps/app/events", &[], body.as_bytes());
@@ -155,10 +178,22 @@ async fn rejected_requests_publish_nothing() {
     for (body, want) in [
         (json!({"channel": "guarded", "data": "x"}), 400),
         (json!({"name": "e", "data": "x"}), 400),
-        (json!({"name": "e", "channel": "bad name", "data": "x"}), 400),
-        (json!({"name": "e", "channels": (0..101).map(|i| format!("c{i}")).collect::<Vec<_>>(), "data": "x"}), 400),
-        (json!({"name": "e", "channel": "guarded", "data": "x".repeat(10 * 1024 + 1)}), 413),
-        (json!({"name": "e", "channels": ["guarded", "bad name"], "data": "x"}), 400),
+        (
+            json!({"name": "e", "channel": "bad name", "data": "x"}),
+            400,
+        ),
+        (
+            json!({"name": "e", "channels": (0..101).map(|i| format!("c{i}")).collect::<Vec<_>>(), "data": "x"}),
+            400,
+        ),
+        (
+            json!({"name": "e", "channel": "guarded", "data": "x".repeat(10 * 1024 + 1)}),
+            413,
+        ),
+        (
+            json!({"name": "e", "channels": ["guarded", "bad name"], "data": "x"}),
+            400,
+        ),
     ] {
         let (status, err) = api.post("/apps/app/events", &body).await;
         assert_eq!(status, want, "{body} -> {err}");
@@ -187,18 +222,30 @@ async fn channel_queries() {
     assert_eq!(status, 200);
     assert_eq!(all, json!({"channels": {"news": {}, "presence-lobby": {}}}));
     let (_, presence) = api
-        .get("/apps/app/channels", &[("filter_by_prefix", "presence-"), ("info", "user_count")])
+        .get(
+            "/apps/app/channels",
+            &[("filter_by_prefix", "presence-"), ("info", "user_count")],
+        )
         .await;
-    assert_eq!(presence, json!({"channels": {"presence-lobby": {"user_count": 1}}}));
-    let (status, _) = api.get("/apps/app/channels", &[("info", "user_count")]).await;
+    assert_eq!(
+        presence,
+        json!({"channels": {"presence-lobby": {"user_count": 1}}})
+    );
+    let (status, _) = api
+        .get("/apps/app/channels", &[("info", "user_count")])
+        .await;
     assert_eq!(status, 400);
-    let (_, one) = api.get("/apps/app/channels/news", &[("info", "subscription_count")]).await;
+    let (_, one) = api
+        .get("/apps/app/channels/news", &[("info", "subscription_count")])
+        .await;
     assert_eq!(one, json!({"occupied": true, "subscription_count": 1}));
     let (_, empty) = api.get("/apps/app/channels/nobody", &[]).await;
     assert_eq!(empty, json!({"occupied": false}));
     let (status, _) = api.get("/apps/app/channels/news/users", &[]).await;
     assert_eq!(status, 400);
-    let (_, users) = api.get("/apps/app/channels/presence-lobby/users", &[]).await;
+    let (_, users) = api
+        .get("/apps/app/channels/presence-lobby/users", &[])
+        .await;
     assert_eq!(users, json!({"users": [{"id": "7"}]}));
 }
 
@@ -207,11 +254,39 @@ async fn health_ready_metrics() {
     let server = TestServer::start().await;
     let base = format!("http://{}", server.addr);
     let http = reqwest::Client::new();
-    assert_eq!(http.get(format!("{base}/health")).send().await.unwrap().status(), 200);
-    assert_eq!(http.get(format!("{base}/ready")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        http.get(format!("{base}/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        http.get(format!("{base}/ready"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     server.api().trigger("m", "e", "1").await;
-    let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("crier_messages_published_total"), "{metrics}");
-    let res = http.get(format!("{base}/no/such/path")).send().await.unwrap();
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("crier_messages_published_total"),
+        "{metrics}"
+    );
+    let res = http
+        .get(format!("{base}/no/such/path"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 404);
 }

@@ -35,7 +35,10 @@ async fn ids_grow_per_channel() {
     let mut got = Vec::new();
     for _ in 0..3 {
         let ev = c.recv().await;
-        got.push((ev["channel"].as_str().unwrap().to_owned(), offset(ev["id"].as_str().unwrap())));
+        got.push((
+            ev["channel"].as_str().unwrap().to_owned(),
+            offset(ev["id"].as_str().unwrap()),
+        ));
     }
     assert_eq!(got, vec![("a".into(), 1), ("b".into(), 1), ("a".into(), 2)]);
 }
@@ -70,9 +73,13 @@ async fn messages_endpoint_pages_through_history() {
         }
     }
     assert_eq!(seen, (0..25).map(|i| i.to_string()).collect::<Vec<_>>());
-    let (status, _) = api.get("/apps/app/channels/log/messages", &[("since", "garbage")]).await;
+    let (status, _) = api
+        .get("/apps/app/channels/log/messages", &[("since", "garbage")])
+        .await;
     assert_eq!(status, 400);
-    let (status, _) = api.get("/apps/app/channels/log/messages", &[("limit", "0")]).await;
+    let (status, _) = api
+        .get("/apps/app/channels/log/messages", &[("limit", "0")])
+        .await;
     assert_eq!(status, 400);
 }
 
@@ -82,7 +89,12 @@ async fn retention_keeps_the_last_n() {
     let api = server.api();
     publish_n(&api, "short", 0, 12).await;
     let (_, page) = api.get("/apps/app/channels/short/messages", &[]).await;
-    let data: Vec<&str> = page["messages"].as_array().unwrap().iter().map(|m| m["data"].as_str().unwrap()).collect();
+    let data: Vec<&str> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["data"].as_str().unwrap())
+        .collect();
     assert_eq!(data, ["7", "8", "9", "10", "11"]);
 }
 
@@ -100,8 +112,12 @@ async fn subscribe_with_since_replays_missed_messages() {
     drop(c);
     publish_n(&api, "feed", 3, 4).await;
     let mut back = server.connect().await;
-    back.send(json!({"event": "pusher:subscribe", "data": {"channel": "feed", "since": last}})).await;
-    assert_eq!(back.recv().await["event"], "pusher_internal:subscription_succeeded");
+    back.send(json!({"event": "pusher:subscribe", "data": {"channel": "feed", "since": last}}))
+        .await;
+    assert_eq!(
+        back.recv().await["event"],
+        "pusher_internal:subscription_succeeded"
+    );
     for i in 3..7 {
         assert_eq!(back.recv().await["data"], i.to_string());
     }
@@ -120,8 +136,12 @@ async fn stale_or_foreign_cursors_get_a_gap_first() {
     publish_n(&api, "g", 1, 9).await;
     for since in [first.clone(), "otherepoch-1".to_owned()] {
         let mut back = server.connect().await;
-        back.send(json!({"event": "pusher:subscribe", "data": {"channel": "g", "since": since}})).await;
-        assert_eq!(back.recv().await["event"], "pusher_internal:subscription_succeeded");
+        back.send(json!({"event": "pusher:subscribe", "data": {"channel": "g", "since": since}}))
+            .await;
+        assert_eq!(
+            back.recv().await["event"],
+            "pusher_internal:subscription_succeeded"
+        );
         let gap = back.recv().await;
         assert_eq!(gap["event"], "crier:gap", "{gap}");
         assert_eq!(gap["channel"], "g");
@@ -164,8 +184,12 @@ async fn replay_while_publishing_has_no_gap_and_no_duplicate() {
         } else {
             data["since"] = json!(format!("{}-0", epoch_of(&server).await));
         }
-        c.send(json!({"event": "pusher:subscribe", "data": data})).await;
-        assert_eq!(c.recv().await["event"], "pusher_internal:subscription_succeeded");
+        c.send(json!({"event": "pusher:subscribe", "data": data}))
+            .await;
+        assert_eq!(
+            c.recv().await["event"],
+            "pusher_internal:subscription_succeeded"
+        );
         // Take a slice of messages, then drop the connection mid-stream.
         let take = 97 + rounds * 13;
         for _ in 0..take {
@@ -184,7 +208,11 @@ async fn replay_while_publishing_has_no_gap_and_no_duplicate() {
             seen.push(off);
             let (p, i) = ev["data"].as_str().unwrap().split_once(':').unwrap();
             let next = per_publisher.entry(p.to_owned()).or_default();
-            assert_eq!(i.parse::<usize>().unwrap(), *next, "publisher {p} out of order");
+            assert_eq!(
+                i.parse::<usize>().unwrap(),
+                *next,
+                "publisher {p} out of order"
+            );
             *next += 1;
             cursor = Some(id.to_owned());
         }
@@ -197,7 +225,10 @@ async fn replay_while_publishing_has_no_gap_and_no_duplicate() {
 }
 
 async fn epoch_of(server: &TestServer) -> String {
-    let (_, page) = server.api().get("/apps/app/channels/race/messages", &[("limit", "1")]).await;
+    let (_, page) = server
+        .api()
+        .get("/apps/app/channels/race/messages", &[("limit", "1")])
+        .await;
     let cursor = page["cursor"].as_str().unwrap();
     cursor.rsplit_once('-').unwrap().0.to_owned()
 }

@@ -23,13 +23,18 @@ struct Receiver {
 
 async fn hook(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Bytes) -> StatusCode {
     let sig = headers["x-pusher-signature"].to_str().unwrap();
-    assert!(crier_protocol::signature::verify(SECRET, std::str::from_utf8(&body).unwrap(), sig));
+    assert!(crier_protocol::signature::verify(
+        SECRET,
+        std::str::from_utf8(&body).unwrap(),
+        sig
+    ));
     assert_eq!(headers["x-pusher-key"], KEY);
     if r.refuse.load(Ordering::SeqCst) > 0 {
         r.refuse.fetch_sub(1, Ordering::SeqCst);
         return StatusCode::INTERNAL_SERVER_ERROR;
     }
-    r.tx.send((headers, serde_json::from_slice(&body).unwrap())).unwrap();
+    r.tx.send((headers, serde_json::from_slice(&body).unwrap()))
+        .unwrap();
     StatusCode::OK
 }
 
@@ -39,7 +44,9 @@ async fn receiver(refuse: usize) -> (String, mpsc::UnboundedReceiver<(HeaderMap,
         tx,
         refuse: AtomicUsize::new(refuse),
     });
-    let app = axum::Router::new().route("/hook", post(hook)).with_state(state);
+    let app = axum::Router::new()
+        .route("/hook", post(hook))
+        .with_state(state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -50,7 +57,10 @@ async fn receiver(refuse: usize) -> (String, mpsc::UnboundedReceiver<(HeaderMap,
 async fn events(rx: &mut mpsc::UnboundedReceiver<(HeaderMap, Value)>, want: usize) -> Vec<Value> {
     let mut out = Vec::new();
     while out.len() < want {
-        let (_, body) = tokio::time::timeout(WAIT, rx.recv()).await.expect("webhook in time").unwrap();
+        let (_, body) = tokio::time::timeout(WAIT, rx.recv())
+            .await
+            .expect("webhook in time")
+            .unwrap();
         assert!(body["time_ms"].as_u64().unwrap() > 0);
         out.extend(body["events"].as_array().unwrap().iter().cloned());
     }
@@ -61,20 +71,32 @@ async fn events(rx: &mut mpsc::UnboundedReceiver<(HeaderMap, Value)>, want: usiz
 async fn channel_and_presence_events_are_posted_signed() {
     let (url, mut rx) = receiver(0).await;
     let server = TestServer::with(|c| {
-        c.apps[0].webhooks = vec![WebhookConfig { url, events: vec![] }];
+        c.apps[0].webhooks = vec![WebhookConfig {
+            url,
+            events: vec![],
+        }];
     })
     .await;
     let mut a = server.connect().await;
     a.subscribe_presence("presence-w", "u1").await;
     let got = events(&mut rx, 2).await;
-    assert!(got.contains(&json!({"name": "channel_occupied", "channel": "presence-w"})), "{got:?}");
-    assert!(got.contains(&json!({"name": "member_added", "channel": "presence-w", "user_id": "u1"})));
+    assert!(
+        got.contains(&json!({"name": "channel_occupied", "channel": "presence-w"})),
+        "{got:?}"
+    );
+    assert!(
+        got.contains(&json!({"name": "member_added", "channel": "presence-w", "user_id": "u1"}))
+    );
 
     let mut b = server.connect().await;
     b.subscribe_presence("presence-w", "u2").await;
-    a.send(json!({"event": "client-hi", "channel": "presence-w", "data": {"x": 1}})).await;
+    a.send(json!({"event": "client-hi", "channel": "presence-w", "data": {"x": 1}}))
+        .await;
     let got = events(&mut rx, 2).await;
-    let client = got.iter().find(|e| e["name"] == "client_event").expect("client_event");
+    let client = got
+        .iter()
+        .find(|e| e["name"] == "client_event")
+        .expect("client_event");
     assert_eq!(client["event"], "client-hi");
     assert_eq!(client["user_id"], "u1");
     assert_eq!(client["socket_id"], a.socket_id.as_str());
@@ -82,7 +104,10 @@ async fn channel_and_presence_events_are_posted_signed() {
     drop(a);
     drop(b);
     let got = events(&mut rx, 3).await;
-    assert!(got.contains(&json!({"name": "channel_vacated", "channel": "presence-w"})), "{got:?}");
+    assert!(
+        got.contains(&json!({"name": "channel_vacated", "channel": "presence-w"})),
+        "{got:?}"
+    );
 }
 
 #[tokio::test]
@@ -100,5 +125,8 @@ async fn only_selected_events_are_sent_and_failures_retried() {
     drop(a);
     // Refused twice with 500, then accepted: only channel_vacated, never occupied.
     let got = events(&mut rx, 1).await;
-    assert_eq!(got, vec![json!({"name": "channel_vacated", "channel": "plain"})]);
+    assert_eq!(
+        got,
+        vec![json!({"name": "channel_vacated", "channel": "plain"})]
+    );
 }

@@ -92,11 +92,15 @@ async fn ping_gets_pong_and_bad_frames_get_errors_without_closing() {
     c.send_text("{not json").await;
     let e = c.recv().await;
     assert_eq!(e["event"], "pusher:error");
-    c.send_text(r#"{"event":"pusher:subscribe","data":{}}"#).await;
+    c.send_text(r#"{"event":"pusher:subscribe","data":{}}"#)
+        .await;
     assert_eq!(c.recv().await["event"], "pusher:error");
     c.send_text(r#"{"data":1}"#).await;
     assert_eq!(c.recv().await["event"], "pusher:error");
-    assert_eq!(c.subscribe("still-works").await["event"], "pusher_internal:subscription_succeeded");
+    assert_eq!(
+        c.subscribe("still-works").await["event"],
+        "pusher_internal:subscription_succeeded"
+    );
 }
 
 #[tokio::test]
@@ -122,7 +126,10 @@ async fn private_channels_need_a_valid_signature() {
         .await;
     assert_eq!(c.recv().await["data"]["status"], 401);
     // The connection stays usable.
-    assert_eq!(c.subscribe("news").await["event"], "pusher_internal:subscription_succeeded");
+    assert_eq!(
+        c.subscribe("news").await["event"],
+        "pusher_internal:subscription_succeeded"
+    );
     // Encrypted channels use the same signature.
     assert_eq!(
         c.subscribe_private("private-encrypted-x").await["event"],
@@ -162,11 +169,17 @@ async fn presence_counts_users_not_connections() {
     let again = u1b.subscribe_presence(ch, "u1").await;
     assert_eq!(data(&again)["presence"]["count"], 2);
 
-    let (_, users) = server.api().get(&format!("/apps/{APP}/channels/{ch}/users"), &[]).await;
+    let (_, users) = server
+        .api()
+        .get(&format!("/apps/{APP}/channels/{ch}/users"), &[])
+        .await;
     assert_eq!(users["users"].as_array().unwrap().len(), 2);
     let (_, info) = server
         .api()
-        .get(&format!("/apps/{APP}/channels/{ch}"), &[("info", "user_count,subscription_count")])
+        .get(
+            &format!("/apps/{APP}/channels/{ch}"),
+            &[("info", "user_count,subscription_count")],
+        )
         .await;
     assert_eq!(info["user_count"], 2);
     assert_eq!(info["subscription_count"], 3);
@@ -176,7 +189,10 @@ async fn presence_counts_users_not_connections() {
     drop(u1b);
     let removed = watcher.recv_event("pusher_internal:member_removed").await;
     assert_eq!(data(&removed)["user_id"], "u1");
-    let (_, users) = server.api().get(&format!("/apps/{APP}/channels/{ch}/users"), &[]).await;
+    let (_, users) = server
+        .api()
+        .get(&format!("/apps/{APP}/channels/{ch}/users"), &[])
+        .await;
     assert_eq!(users["users"], json!([{"id": "w"}]));
 }
 
@@ -212,9 +228,11 @@ async fn client_events_reach_others_only() {
 
     // Not on public channels, and not on channels one is not subscribed to.
     a.subscribe("public").await;
-    a.send(json!({"event": "client-x", "channel": "public", "data": {}})).await;
+    a.send(json!({"event": "client-x", "channel": "public", "data": {}}))
+        .await;
     assert_eq!(a.recv().await["event"], "pusher:error");
-    a.send(json!({"event": "client-x", "channel": "private-other", "data": {}})).await;
+    a.send(json!({"event": "client-x", "channel": "private-other", "data": {}}))
+        .await;
     assert_eq!(a.recv().await["event"], "pusher:error");
 }
 
@@ -228,16 +246,25 @@ async fn client_events_can_be_disabled_and_are_rate_limited() {
     })
     .await;
     let mut q = Client::connect(&server.ws_url("quiet-key")).await;
-    let auth = crier_protocol::signature::channel_auth("quiet-key", "quiet-secret", &q.socket_id, "private-q", None);
-    q.send(json!({"event": "pusher:subscribe", "data": {"channel": "private-q", "auth": auth}})).await;
+    let auth = crier_protocol::signature::channel_auth(
+        "quiet-key",
+        "quiet-secret",
+        &q.socket_id,
+        "private-q",
+        None,
+    );
+    q.send(json!({"event": "pusher:subscribe", "data": {"channel": "private-q", "auth": auth}}))
+        .await;
     q.recv().await;
-    q.send(json!({"event": "client-x", "channel": "private-q", "data": {}})).await;
+    q.send(json!({"event": "client-x", "channel": "private-q", "data": {}}))
+        .await;
     assert_eq!(q.recv().await["event"], "pusher:error");
 
     let mut c = server.connect().await;
     c.subscribe_private("private-r").await;
     for _ in 0..4 {
-        c.send(json!({"event": "client-x", "channel": "private-r", "data": {}})).await;
+        c.send(json!({"event": "client-x", "channel": "private-r", "data": {}}))
+            .await;
     }
     let (error, code) = c.recv_close().await;
     assert_eq!(code, 4301);
@@ -257,15 +284,27 @@ async fn signin_send_to_user_and_terminate() {
         .await;
     assert_eq!(c.recv().await["event"], "pusher:signin_success");
     // pusher-js then subscribes to its own user channel: accepted; others' are not.
-    assert_eq!(c.subscribe("#server-to-user-42").await["event"], "pusher_internal:subscription_succeeded");
-    assert_eq!(c.subscribe("#server-to-user-43").await["event"], "pusher:subscription_error");
+    assert_eq!(
+        c.subscribe("#server-to-user-42").await["event"],
+        "pusher_internal:subscription_succeeded"
+    );
+    assert_eq!(
+        c.subscribe("#server-to-user-43").await["event"],
+        "pusher:subscription_error"
+    );
     // sendToUser publishes to #server-to-user-<id>.
-    server.api().trigger("#server-to-user-42", "note", "hi").await;
+    server
+        .api()
+        .trigger("#server-to-user-42", "note", "hi")
+        .await;
     let ev = c.recv_event("note").await;
     assert_eq!(ev["data"], "hi");
     let (status, _) = server
         .api()
-        .post(&format!("/apps/{APP}/users/42/terminate_connections"), &json!({}))
+        .post(
+            &format!("/apps/{APP}/users/42/terminate_connections"),
+            &json!({}),
+        )
         .await;
     assert_eq!(status, 200);
     let (_, code) = c.recv_close().await;
@@ -310,7 +349,8 @@ async fn oversized_client_event_is_refused() {
     let mut c = server.connect().await;
     c.subscribe_private("private-big").await;
     let big = "x".repeat(11 * 1024);
-    c.send(json!({"event": "client-big", "channel": "private-big", "data": big})).await;
+    c.send(json!({"event": "client-big", "channel": "private-big", "data": big}))
+        .await;
     assert_eq!(c.recv().await["event"], "pusher:error");
 }
 
@@ -362,7 +402,10 @@ async fn slow_consumers_are_cut_off_without_holding_back_others() {
     let reader = tokio::spawn(async move {
         for i in 0..EVENTS {
             let ev = fast.recv().await;
-            assert_eq!(ev["data"].as_str().unwrap().split(':').next().unwrap(), i.to_string());
+            assert_eq!(
+                ev["data"].as_str().unwrap().split(':').next().unwrap(),
+                i.to_string()
+            );
         }
     });
     let api = server.api();
@@ -371,10 +414,15 @@ async fn slow_consumers_are_cut_off_without_holding_back_others() {
         let batch: Vec<Value> = (0..10)
             .map(|i| json!({"name": "e", "channel": "firehose", "data": format!("{}:{pad}", b * 10 + i)}))
             .collect();
-        let (status, _) = api.post("/apps/app/batch_events", &json!({"batch": batch})).await;
+        let (status, _) = api
+            .post("/apps/app/batch_events", &json!({"batch": batch}))
+            .await;
         assert_eq!(status, 200);
     }
-    tokio::time::timeout(Duration::from_secs(60), reader).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(60), reader)
+        .await
+        .unwrap()
+        .unwrap();
     // The slow client was disconnected before it got everything.
     let mut got = 0;
     loop {
@@ -385,7 +433,9 @@ async fn slow_consumers_are_cut_off_without_holding_back_others() {
                     got += 1;
                 }
             }
-            Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => break,
+            Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_))))
+            | Ok(None)
+            | Ok(Some(Err(_))) => break,
             Ok(Some(Ok(_))) => {}
             Err(_) => panic!("slow client neither closed nor fed"),
         }

@@ -26,7 +26,12 @@ pub(crate) struct PublishArgs {
     app_id: String,
     #[arg(long, env = "CRIER_APP_KEY", default_value = "app-key")]
     app_key: String,
-    #[arg(long, env = "CRIER_APP_SECRET", default_value = "app-secret", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "CRIER_APP_SECRET",
+        default_value = "app-secret",
+        hide_env_values = true
+    )]
     app_secret: String,
 }
 

@@ -23,7 +23,17 @@ fn help_documents_flags_and_env() {
     let out = crier().arg("--help").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--config", "--listen", "--workers", "--data-dir", "--log-format", "--log-file", "CRIER_LISTEN", "publish", "serve"] {
+    for flag in [
+        "--config",
+        "--listen",
+        "--workers",
+        "--data-dir",
+        "--log-format",
+        "--log-file",
+        "CRIER_LISTEN",
+        "publish",
+        "serve",
+    ] {
         assert!(text.contains(flag), "--help lacks {flag}:\n{text}");
     }
 }
@@ -35,17 +45,30 @@ fn bad_config_names_the_key_and_exits_non_zero() {
         ("[server]\nlisten = \"nowhere\"\n", "server.listen"),
         ("[server]\nlisn = \"127.0.0.1:1\"\n", "lisn"),
         ("[history]\nfsync = \"often\"\n", "often"),
-        ("[[apps]]\nid = \"a\"\nkey = \"\"\nsecret = \"s\"\n", "apps[0].key"),
+        (
+            "[[apps]]\nid = \"a\"\nkey = \"\"\nsecret = \"s\"\n",
+            "apps[0].key",
+        ),
     ];
     for (text, key) in cases {
         let path = dir.path().join("bad.toml");
         std::fs::write(&path, text).unwrap();
-        let out = crier().args(["serve", "--config"]).arg(&path).output().unwrap();
+        let out = crier()
+            .args(["serve", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(2), "{text}");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(key), "error for {text:?} does not name {key}: {err}");
+        assert!(
+            err.contains(key),
+            "error for {text:?} does not name {key}: {err}"
+        );
     }
-    let out = crier().args(["--config", "/no/such/file.toml"]).output().unwrap();
+    let out = crier()
+        .args(["--config", "/no/such/file.toml"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -109,7 +132,10 @@ fn start(args: &[&str], dir: &std::path::Path) -> Server {
 }
 
 fn term(child: &mut Child) -> std::process::ExitStatus {
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -128,13 +154,39 @@ fn serves_prints_endpoints_publishes_and_stops_on_sigterm() {
     assert!(banner.contains("/app/app-key"), "{banner}");
     assert!(banner.contains("development credentials"), "{banner}");
     let out = crier()
-        .args(["publish", "--url", &server.url, "--channel", "news", "--event", "e", "--data", "{\"a\":1}"])
+        .args([
+            "publish",
+            "--url",
+            &server.url,
+            "--channel",
+            "news",
+            "--event",
+            "e",
+            "--data",
+            "{\"a\":1}",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "{}");
     let bad = crier()
-        .args(["publish", "--url", &server.url, "--app-secret", "wrong", "-c", "news", "-e", "e", "-d", "x"])
+        .args([
+            "publish",
+            "--url",
+            &server.url,
+            "--app-secret",
+            "wrong",
+            "-c",
+            "news",
+            "-e",
+            "e",
+            "-d",
+            "x",
+        ])
         .output()
         .unwrap();
     assert!(!bad.status.success());

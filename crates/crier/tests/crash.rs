@@ -21,7 +21,15 @@ fn start(dir: &Path, fsync: &str) -> (Child, String) {
 
 fn start_logged(dir: &Path, fsync: &str) -> (Child, String, Log) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_crier"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--udp-listen", "", "--fsync", fsync])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--udp-listen",
+            "",
+            "--fsync",
+            fsync,
+        ])
         .arg("--data-dir")
         .arg(dir)
         .env_remove("CRIER_CONFIG")
@@ -49,12 +57,29 @@ fn start_logged(dir: &Path, fsync: &str) -> (Child, String, Log) {
 }
 
 fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 /// One signed request over a fresh connection; returns status and JSON body.
-fn request(addr: &str, method: &str, path: &str, params: &[(&str, &str)], body: &str) -> (u16, Value) {
-    let qs = signature::sign_request("app-key", "app-secret", method, path, params, body.as_bytes(), now());
+fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    params: &[(&str, &str)],
+    body: &str,
+) -> (u16, Value) {
+    let qs = signature::sign_request(
+        "app-key",
+        "app-secret",
+        method,
+        path,
+        params,
+        body.as_bytes(),
+        now(),
+    );
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     write!(
@@ -71,20 +96,32 @@ fn request(addr: &str, method: &str, path: &str, params: &[(&str, &str)], body: 
 }
 
 fn publish(addr: &str, i: usize) {
-    let body = serde_json::json!({"name": "n", "channel": "durable", "data": i.to_string()}).to_string();
+    let body =
+        serde_json::json!({"name": "n", "channel": "durable", "data": i.to_string()}).to_string();
     let (status, _) = request(addr, "POST", "/apps/app/events", &[], &body);
     assert_eq!(status, 200);
 }
 
 /// All retained (id, data) of the channel.
 fn history(addr: &str) -> Vec<(String, String)> {
-    let (status, page) = request(addr, "GET", "/apps/app/channels/durable/messages", &[("limit", "1000")], "");
+    let (status, page) = request(
+        addr,
+        "GET",
+        "/apps/app/channels/durable/messages",
+        &[("limit", "1000")],
+        "",
+    );
     assert_eq!(status, 200, "{page}");
     page["messages"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| (m["id"].as_str().unwrap().to_owned(), m["data"].as_str().unwrap().to_owned()))
+        .map(|m| {
+            (
+                m["id"].as_str().unwrap().to_owned(),
+                m["data"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect()
 }
 
@@ -110,7 +147,10 @@ fn crash_and_check(fsync: &str) {
 
     let (mut child, addr) = start(dir.path(), fsync);
     let after = history(&addr);
-    assert_eq!(after, before, "acknowledged messages lost or changed after kill -9 ({fsync})");
+    assert_eq!(
+        after, before,
+        "acknowledged messages lost or changed after kill -9 ({fsync})"
+    );
     publish(&addr, 300);
     let last = history(&addr).pop().unwrap();
     let (epoch, offset) = split(&last.0);
@@ -159,14 +199,26 @@ fn a_truncated_tail_is_cut_off_and_the_server_starts() {
     kill9(&mut child);
     let journal = newest_file(&dir.path().join("history")).expect("history files");
     let len = std::fs::metadata(&journal).unwrap().len();
-    let f = std::fs::OpenOptions::new().write(true).open(&journal).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&journal)
+        .unwrap();
     f.set_len(len - 7).unwrap();
     drop(f);
 
     let (mut child, addr, log) = start_logged(dir.path(), "grouped");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !log.lock().unwrap().iter().any(|l| l.contains("torn or corrupt tail")) {
-        assert!(std::time::Instant::now() < deadline, "no warning about the cut tail: {:?}", log.lock().unwrap());
+    while !log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("torn or corrupt tail"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no warning about the cut tail: {:?}",
+            log.lock().unwrap()
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     let after = history(&addr);

@@ -19,7 +19,11 @@ struct Recorder(Mutex<Vec<(String, u64)>>);
 impl Deliver for Recorder {
     fn deliver(&self, batch: &[Arc<Published>]) {
         let mut seen = self.0.lock();
-        seen.extend(batch.iter().map(|m| (m.channel.to_string(), m.position.offset)));
+        seen.extend(
+            batch
+                .iter()
+                .map(|m| (m.channel.to_string(), m.position.offset)),
+        );
     }
 }
 
@@ -43,13 +47,19 @@ fn fixtures(max_messages: usize, max_age_secs: u64) -> Vec<(&'static str, Fixtur
         let delivered = Arc::new(Recorder::default());
         let clock = Arc::new(AtomicU64::new(1_000_000));
         let c = clock.clone();
-        let clock_fn: Arc<dyn Fn() -> u64 + Send + Sync> = Arc::new(move || c.load(Ordering::SeqCst));
+        let clock_fn: Arc<dyn Fn() -> u64 + Send + Sync> =
+            Arc::new(move || c.load(Ordering::SeqCst));
         let (store, dir): (Arc<dyn HistoryStore>, _) = if kind == "memory" {
-            let s = MemoryHistory::new(retention(max_messages, max_age_secs), delivered.clone()).with_clock(clock_fn);
+            let s = MemoryHistory::new(retention(max_messages, max_age_secs), delivered.clone())
+                .with_clock(clock_fn);
             (Arc::new(s), None)
         } else {
             let dir = tempfile::tempdir().unwrap();
-            let policy = if kind == "disk-always" { FsyncPolicy::Always } else { FsyncPolicy::Grouped };
+            let policy = if kind == "disk-always" {
+                FsyncPolicy::Always
+            } else {
+                FsyncPolicy::Grouped
+            };
             let s = DiskHistory::open_with_clock(
                 dir.path(),
                 policy,
@@ -97,7 +107,10 @@ async fn concurrent_appends_get_growing_offsets_delivered_in_order() {
                 tokio::spawn(async move {
                     for i in 0..100 {
                         let channel = if i % 2 == 0 { "even" } else { "odd" };
-                        let out = store.append(vec![msg(channel, &format!("{t}:{i}"))]).await.unwrap();
+                        let out = store
+                            .append(vec![msg(channel, &format!("{t}:{i}"))])
+                            .await
+                            .unwrap();
                         assert_eq!(out.len(), 1);
                     }
                 })
@@ -109,7 +122,11 @@ async fn concurrent_appends_get_growing_offsets_delivered_in_order() {
         let seen = f.delivered.0.lock().clone();
         assert_eq!(seen.len(), 800, "{kind}");
         for name in ["even", "odd"] {
-            let offsets: Vec<u64> = seen.iter().filter(|(c, _)| c == name).map(|(_, o)| *o).collect();
+            let offsets: Vec<u64> = seen
+                .iter()
+                .filter(|(c, _)| c == name)
+                .map(|(_, o)| *o)
+                .collect();
             assert_eq!(offsets, (1..=400).collect::<Vec<_>>(), "{kind} {name}");
         }
     }
@@ -127,25 +144,73 @@ async fn reads_page_and_report_gaps() {
         let epoch = out[0].position.epoch.clone();
         // Only the last 5 (offsets 4..=8) are retained.
         let all = s.read("app", &ch("a"), None, 2).await.unwrap();
-        assert_eq!(all.messages.iter().map(|m| m.position.offset).collect::<Vec<_>>(), [4, 5], "{kind}");
+        assert_eq!(
+            all.messages
+                .iter()
+                .map(|m| m.position.offset)
+                .collect::<Vec<_>>(),
+            [4, 5],
+            "{kind}"
+        );
         assert!(all.more && !all.gap);
-        let next = s.read("app", &ch("a"), Some(&all.position), 10).await.unwrap();
+        let next = s
+            .read("app", &ch("a"), Some(&all.position), 10)
+            .await
+            .unwrap();
         assert_eq!(next.messages.len(), 3);
         assert!(!next.more && !next.gap);
         assert_eq!(next.position.offset, 8);
-        let at_tip = s.read("app", &ch("a"), Some(&next.position), 10).await.unwrap();
+        let at_tip = s
+            .read("app", &ch("a"), Some(&next.position), 10)
+            .await
+            .unwrap();
         assert!(at_tip.messages.is_empty() && !at_tip.gap && at_tip.position.offset == 8);
         // Offset 3 is exactly covered (next is 4); offset 2 is not.
-        let covered = s.read("app", &ch("a"), Some(&StreamPosition::new(epoch.clone(), 3)), 10).await.unwrap();
+        let covered = s
+            .read(
+                "app",
+                &ch("a"),
+                Some(&StreamPosition::new(epoch.clone(), 3)),
+                10,
+            )
+            .await
+            .unwrap();
         assert!(!covered.gap && covered.messages.len() == 5, "{kind}");
-        let stale = s.read("app", &ch("a"), Some(&StreamPosition::new(epoch.clone(), 2)), 10).await.unwrap();
+        let stale = s
+            .read(
+                "app",
+                &ch("a"),
+                Some(&StreamPosition::new(epoch.clone(), 2)),
+                10,
+            )
+            .await
+            .unwrap();
         assert!(stale.gap && stale.messages.len() == 5, "{kind}");
-        let foreign = s.read("app", &ch("a"), Some(&StreamPosition::new(Arc::from("other"), 7)), 10).await.unwrap();
+        let foreign = s
+            .read(
+                "app",
+                &ch("a"),
+                Some(&StreamPosition::new(Arc::from("other"), 7)),
+                10,
+            )
+            .await
+            .unwrap();
         assert!(foreign.gap && foreign.messages.len() == 5, "{kind}");
-        let future = s.read("app", &ch("a"), Some(&StreamPosition::new(epoch, 99)), 10).await.unwrap();
+        let future = s
+            .read("app", &ch("a"), Some(&StreamPosition::new(epoch, 99)), 10)
+            .await
+            .unwrap();
         assert!(future.gap, "{kind}");
         assert_eq!(s.tip("app", &ch("a")).await.unwrap().offset, 8);
-        assert_eq!(s.last("app", &ch("a")).await.unwrap().unwrap().data.as_ref(), "7");
+        assert_eq!(
+            s.last("app", &ch("a"))
+                .await
+                .unwrap()
+                .unwrap()
+                .data
+                .as_ref(),
+            "7"
+        );
     }
 }
 
@@ -153,17 +218,44 @@ async fn reads_page_and_report_gaps() {
 async fn messages_expire_by_age_but_cache_channels_keep_their_last() {
     for (kind, f) in fixtures(100, 10) {
         let s = &f.store;
-        s.append(vec![msg("old", "1"), msg("cache-c", "1"), msg("cache-c", "2")]).await.unwrap();
+        s.append(vec![
+            msg("old", "1"),
+            msg("cache-c", "1"),
+            msg("cache-c", "2"),
+        ])
+        .await
+        .unwrap();
         f.clock.fetch_add(11_000, Ordering::SeqCst);
         s.append(vec![msg("old", "2")]).await.unwrap();
         let page = s.read("app", &ch("old"), None, 10).await.unwrap();
-        assert_eq!(page.messages.iter().map(|m| &*m.data).collect::<Vec<_>>(), ["2"], "{kind}");
+        assert_eq!(
+            page.messages.iter().map(|m| &*m.data).collect::<Vec<_>>(),
+            ["2"],
+            "{kind}"
+        );
         let cached = s.read("app", &ch("cache-c"), None, 10).await.unwrap();
-        assert_eq!(cached.messages.iter().map(|m| &*m.data).collect::<Vec<_>>(), ["2"], "{kind}");
-        assert_eq!(s.last("app", &ch("cache-c")).await.unwrap().unwrap().data.as_ref(), "2");
+        assert_eq!(
+            cached.messages.iter().map(|m| &*m.data).collect::<Vec<_>>(),
+            ["2"],
+            "{kind}"
+        );
+        assert_eq!(
+            s.last("app", &ch("cache-c"))
+                .await
+                .unwrap()
+                .unwrap()
+                .data
+                .as_ref(),
+            "2"
+        );
         f.clock.fetch_add(11_000, Ordering::SeqCst);
         assert!(s.last("app", &ch("old")).await.unwrap().is_none(), "{kind}");
-        assert!(s.read("app", &ch("old"), None, 10).await.unwrap().messages.is_empty());
+        assert!(s
+            .read("app", &ch("old"), None, 10)
+            .await
+            .unwrap()
+            .messages
+            .is_empty());
         // Ids keep growing after everything expired.
         let again = s.append(vec![msg("old", "3")]).await.unwrap();
         assert_eq!(again[0].position.offset, 3, "{kind}");
@@ -171,8 +263,14 @@ async fn messages_expire_by_age_but_cache_channels_keep_their_last() {
 }
 
 fn open_disk(dir: &std::path::Path, max: usize) -> DiskHistory {
-    DiskHistory::open(dir, FsyncPolicy::Grouped, Duration::from_millis(5), retention(max, 3600), Arc::new(Recorder::default()))
-        .unwrap()
+    DiskHistory::open(
+        dir,
+        FsyncPolicy::Grouped,
+        Duration::from_millis(5),
+        retention(max, 3600),
+        Arc::new(Recorder::default()),
+    )
+    .unwrap()
 }
 
 #[tokio::test]
@@ -206,7 +304,20 @@ async fn disk_store_reclaims_space_of_dropped_messages() {
     // 5000 messages of 4 KiB were written (20 MB); only 10 are retained.
     s.compact().unwrap();
     let (journal, tables) = s.disk_space();
-    assert!(journal <= super::disk::MAX_JOURNAL_BYTES, "journal {journal} bytes");
-    assert!(tables < 1_000_000, "disk space not reclaimed: {tables} bytes of tables");
-    assert_eq!(s.read("app", &ch("big"), None, 100).await.unwrap().messages.len(), 10);
+    assert!(
+        journal <= super::disk::MAX_JOURNAL_BYTES,
+        "journal {journal} bytes"
+    );
+    assert!(
+        tables < 1_000_000,
+        "disk space not reclaimed: {tables} bytes of tables"
+    );
+    assert_eq!(
+        s.read("app", &ch("big"), None, 100)
+            .await
+            .unwrap()
+            .messages
+            .len(),
+        10
+    );
 }

@@ -86,7 +86,13 @@ impl Shared {
         (self.clock)().saturating_sub(max_age)
     }
 
-    fn published(&self, app: &str, channel: &ChannelName, offset: u64, value: &[u8]) -> Option<Arc<Published>> {
+    fn published(
+        &self,
+        app: &str,
+        channel: &ChannelName,
+        offset: u64,
+        value: &[u8],
+    ) -> Option<Arc<Published>> {
         let (at, event, data) = codec::decode_value(value)?;
         let message = NewMessage {
             app_id: Arc::from(app),
@@ -95,12 +101,22 @@ impl Shared {
             data: Arc::from(data),
             exclude_socket: None,
         };
-        Some(Arc::new(Published::new(message, StreamPosition::new(self.epoch.clone(), offset), at)))
+        Some(Arc::new(Published::new(
+            message,
+            StreamPosition::new(self.epoch.clone(), offset),
+            at,
+        )))
     }
 
     /// Retained messages of a channel with offsets in `from..`, oldest first, skipping
     /// expired ones (a cache channel keeps its newest); at most `limit + 1`.
-    fn scan(&self, app: &str, channel: &ChannelName, from: u64, limit: usize) -> Result<(Vec<Arc<Published>>, u64), HistoryError> {
+    fn scan(
+        &self,
+        app: &str,
+        channel: &ChannelName,
+        from: u64,
+        limit: usize,
+    ) -> Result<(Vec<Arc<Published>>, u64), HistoryError> {
         let prefix = codec::prefix(app, channel);
         let tip = self.span_on_disk(&prefix)?.map_or(0, |s| s.last);
         let cutoff = self.cutoff(app);
@@ -109,7 +125,9 @@ impl Shared {
         let range = codec::key(&prefix, from)..codec::prefix_end(&prefix);
         for guard in self.messages.range(range) {
             let (k, v) = guard.into_inner().map_err(storage)?;
-            let Some(offset) = codec::offset_of(&k) else { continue };
+            let Some(offset) = codec::offset_of(&k) else {
+                continue;
+            };
             let expired = codec::published_at(&v).is_none_or(|at| at < cutoff);
             if expired && !(keep_last && offset == tip) {
                 continue;
@@ -160,7 +178,14 @@ impl DiskHistory {
         retention: RetentionLookup,
         deliver: Arc<dyn Deliver>,
     ) -> Result<Self, HistoryError> {
-        Self::open_with_clock(dir, policy, fsync_interval, retention, deliver, Arc::new(now_ms))
+        Self::open_with_clock(
+            dir,
+            policy,
+            fsync_interval,
+            retention,
+            deliver,
+            Arc::new(now_ms),
+        )
     }
 
     /// [`DiskHistory::open`] with a clock (Unix ms), so tests can age messages.
@@ -191,8 +216,12 @@ impl DiskHistory {
                 "history journal had a torn or corrupt tail (interrupted write); it was cut off and everything before it recovered"
             );
         }
-        let messages = db.keyspace("messages", KeyspaceCreateOptions::default).map_err(storage)?;
-        let meta = db.keyspace("meta", KeyspaceCreateOptions::default).map_err(storage)?;
+        let messages = db
+            .keyspace("messages", KeyspaceCreateOptions::default)
+            .map_err(storage)?;
+        let meta = db
+            .keyspace("meta", KeyspaceCreateOptions::default)
+            .map_err(storage)?;
         let epoch: Arc<str> = match meta.get("epoch").map_err(storage)? {
             Some(v) => Arc::from(String::from_utf8_lossy(&v).as_ref()),
             None => {
@@ -295,7 +324,10 @@ impl DiskHistory {
     /// # Errors
     /// Storage failures.
     pub fn compact(&self) -> Result<(), HistoryError> {
-        self.shared.messages.rotate_memtable_and_wait().map_err(storage)?;
+        self.shared
+            .messages
+            .rotate_memtable_and_wait()
+            .map_err(storage)?;
         self.shared.messages.major_compact().map_err(storage)
     }
 
@@ -417,7 +449,10 @@ impl Writer {
         }
     }
 
-    fn write(&mut self, requests: &[(Vec<NewMessage>, Reply)]) -> Result<Vec<Arc<Published>>, HistoryError> {
+    fn write(
+        &mut self,
+        requests: &[(Vec<NewMessage>, Reply)],
+    ) -> Result<Vec<Arc<Published>>, HistoryError> {
         let now = (self.shared.clock)();
         let mode = match self.policy {
             FsyncPolicy::Always => PersistMode::SyncData,
@@ -429,13 +464,20 @@ impl Writer {
             let mut span = self.span(&message.app_id, &message.channel)?;
             span.last += 1;
             let prefix = codec::prefix(&message.app_id, &message.channel);
-            batch.insert(&self.shared.messages, codec::key(&prefix, span.last), codec::encode_value(message, now));
-            let max = self.shared.retention.as_ref()(&message.app_id).max_messages.max(1) as u64;
+            batch.insert(
+                &self.shared.messages,
+                codec::key(&prefix, span.last),
+                codec::encode_value(message, now),
+            );
+            let max = self.shared.retention.as_ref()(&message.app_id)
+                .max_messages
+                .max(1) as u64;
             while span.last - span.first + 1 > max {
                 batch.remove(&self.shared.messages, codec::key(&prefix, span.first));
                 span.first += 1;
             }
-            self.spans.insert((message.app_id.clone(), message.channel.clone()), span);
+            self.spans
+                .insert((message.app_id.clone(), message.channel.clone()), span);
             out.push(Arc::new(Published::new(
                 message.clone(),
                 StreamPosition::new(self.shared.epoch.clone(), span.last),
@@ -515,9 +557,10 @@ impl HistoryStore for DiskHistory {
             let (mut messages, tip) = s.scan(&app, &channel, from, limit)?;
             let more = messages.len() > limit;
             messages.truncate(limit);
-            let position = messages
-                .last()
-                .map_or_else(|| StreamPosition::new(s.epoch.clone(), tip), |m| m.position.clone());
+            let position = messages.last().map_or_else(
+                || StreamPosition::new(s.epoch.clone(), tip),
+                |m| m.position.clone(),
+            );
             Ok(HistoryPage {
                 messages,
                 gap,
@@ -528,7 +571,11 @@ impl HistoryStore for DiskHistory {
         .await
     }
 
-    async fn last(&self, app_id: &str, channel: &ChannelName) -> Result<Option<Arc<Published>>, HistoryError> {
+    async fn last(
+        &self,
+        app_id: &str,
+        channel: &ChannelName,
+    ) -> Result<Option<Arc<Published>>, HistoryError> {
         let (app, channel) = (app_id.to_owned(), channel.clone());
         self.blocking(move |s| {
             let prefix = codec::prefix(&app, &channel);
@@ -546,16 +593,23 @@ impl HistoryStore for DiskHistory {
         .await
     }
 
-    async fn tip(&self, app_id: &str, channel: &ChannelName) -> Result<StreamPosition, HistoryError> {
+    async fn tip(
+        &self,
+        app_id: &str,
+        channel: &ChannelName,
+    ) -> Result<StreamPosition, HistoryError> {
         let (app, channel) = (app_id.to_owned(), channel.clone());
         self.blocking(move |s| {
-            let tip = s.span_on_disk(&codec::prefix(&app, &channel))?.map_or(0, |sp| sp.last);
+            let tip = s
+                .span_on_disk(&codec::prefix(&app, &channel))?
+                .map_or(0, |sp| sp.last);
             Ok(StreamPosition::new(s.epoch.clone(), tip))
         })
         .await
     }
 
     async fn flush(&self) -> Result<(), HistoryError> {
-        self.blocking(|s| s.db.persist(PersistMode::SyncAll).map_err(storage)).await
+        self.blocking(|s| s.db.persist(PersistMode::SyncAll).map_err(storage))
+            .await
     }
 }

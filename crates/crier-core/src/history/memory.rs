@@ -44,14 +44,19 @@ impl MemoryHistory {
     }
 
     /// Messages of `log` still within the age limit (a cache channel keeps its last).
-    fn live<'a>(&self, app: &str, channel: &ChannelName, log: &'a ChannelLog) -> impl Iterator<Item = &'a Arc<Published>> {
+    fn live<'a>(
+        &self,
+        app: &str,
+        channel: &ChannelName,
+        log: &'a ChannelLog,
+    ) -> impl Iterator<Item = &'a Arc<Published>> {
         let max_age = self.retention.as_ref()(app).max_age.as_millis() as u64;
         let cutoff = (self.clock)().saturating_sub(max_age);
         let keep_last = channel.is_cache();
         let last = log.last_offset;
-        log.messages
-            .iter()
-            .filter(move |m| m.published_at_ms >= cutoff || (keep_last && m.position.offset == last))
+        log.messages.iter().filter(move |m| {
+            m.published_at_ms >= cutoff || (keep_last && m.position.offset == last)
+        })
     }
 }
 
@@ -96,7 +101,9 @@ impl HistoryStore for MemoryHistory {
         let log = channels.get(&key).unwrap_or(&empty);
         let tip = StreamPosition::new(self.epoch.clone(), log.last_offset);
         let live: Vec<&Arc<Published>> = self.live(app_id, channel, log).collect();
-        let first_offset = live.first().map_or(log.last_offset + 1, |m| m.position.offset);
+        let first_offset = live
+            .first()
+            .map_or(log.last_offset + 1, |m| m.position.offset);
         let (gap, from) = match after {
             None => (false, 0),
             Some(p) if p.epoch != self.epoch || p.offset > log.last_offset => (true, 0),
@@ -115,14 +122,22 @@ impl HistoryStore for MemoryHistory {
         })
     }
 
-    async fn last(&self, app_id: &str, channel: &ChannelName) -> Result<Option<Arc<Published>>, HistoryError> {
+    async fn last(
+        &self,
+        app_id: &str,
+        channel: &ChannelName,
+    ) -> Result<Option<Arc<Published>>, HistoryError> {
         let channels = self.channels.lock();
         Ok(channels
             .get(&(Arc::from(app_id), channel.clone()))
             .and_then(|log| self.live(app_id, channel, log).last().cloned()))
     }
 
-    async fn tip(&self, app_id: &str, channel: &ChannelName) -> Result<StreamPosition, HistoryError> {
+    async fn tip(
+        &self,
+        app_id: &str,
+        channel: &ChannelName,
+    ) -> Result<StreamPosition, HistoryError> {
         let channels = self.channels.lock();
         let last = channels
             .get(&(Arc::from(app_id), channel.clone()))

@@ -38,7 +38,11 @@ fn presence_member(
     let user_id = match value.get("user_id") {
         Some(serde_json::Value::String(s)) if !s.is_empty() && s.len() <= 128 => s.clone(),
         Some(serde_json::Value::Number(n)) => n.to_string(),
-        _ => return Err(bad("channel_data needs a user_id (string of 1-128 characters)")),
+        _ => {
+            return Err(bad(
+                "channel_data needs a user_id (string of 1-128 characters)",
+            ))
+        }
     };
     let info = value
         .get("user_info")
@@ -94,7 +98,9 @@ impl Session {
             // pusher-js subscribes to its own `#server-to-user-<id>` after signing in;
             // signing in already joined it, so that is a success. Others are refused.
             if self.user.is_some() && self.user.as_deref() == channel.server_to_user_id() {
-                return Ok(vec![Bytes::from(frames::subscription_succeeded(channel.as_str()))]);
+                return Ok(vec![Bytes::from(frames::subscription_succeeded(
+                    channel.as_str(),
+                ))]);
             }
             return Err(Refusal::new(
                 "InvalidChannel",
@@ -110,8 +116,10 @@ impl Session {
         }
         self.authorize(&channel, req)?;
         let presence = if channel.kind() == ChannelKind::Presence {
-            let (user_id, user_info) =
-                presence_member(req.channel_data.as_deref(), self.app.limits.max_user_info_size)?;
+            let (user_id, user_info) = presence_member(
+                req.channel_data.as_deref(),
+                self.app.limits.max_user_info_size,
+            )?;
             Some(PresenceJoin {
                 user_id,
                 user_info,
@@ -130,9 +138,10 @@ impl Session {
             .map_err(|_| Refusal::new("LimitReached", "presence channel is full", 403))?;
         self.channels
             .insert(channel.clone(), Membership { presence_user });
-        let mut out = vec![Bytes::from(presence_frame.unwrap_or_else(|| {
-            frames::subscription_succeeded(channel.as_str())
-        }))];
+        let mut out =
+            vec![Bytes::from(presence_frame.unwrap_or_else(|| {
+                frames::subscription_succeeded(channel.as_str())
+            }))];
         if let Some(since) = &req.since {
             self.replay(&channel, since, &mut out).await;
         } else if channel.is_cache() {
@@ -174,7 +183,12 @@ impl Session {
         let mut first_page = true;
         loop {
             let page = match history
-                .read(&self.app.id, channel, after.as_ref(), limit.saturating_sub(sent).clamp(1, 500))
+                .read(
+                    &self.app.id,
+                    channel,
+                    after.as_ref(),
+                    limit.saturating_sub(sent).clamp(1, 500),
+                )
                 .await
             {
                 Ok(page) => page,
@@ -190,7 +204,8 @@ impl Session {
             first_page = false;
             sent += page.messages.len();
             out.extend(page.messages.iter().map(|m| m.pusher_frame()));
-            self.recovering.insert(channel.clone(), page.position.clone());
+            self.recovering
+                .insert(channel.clone(), page.position.clone());
             after = Some(page.position);
             if !page.more || sent >= limit {
                 break;

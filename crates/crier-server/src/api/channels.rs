@@ -9,8 +9,13 @@ use crier_protocol::{ChannelKind, ChannelName};
 use serde_json::{json, Map, Value};
 
 fn attributes(info: Option<&str>) -> Vec<&str> {
-    info.map(|i| i.split(',').map(str::trim).filter(|s| !s.is_empty()).collect())
-        .unwrap_or_default()
+    info.map(|i| {
+        i.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 pub(super) async fn list(
@@ -30,7 +35,11 @@ pub(super) async fn list(
                     "info=user_count needs filter_by_prefix=presence-",
                 ))
             }
-            other => return Err(ApiError::bad_request(format!("unknown info attribute {other:?}"))),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown info attribute {other:?}"
+                )))
+            }
         }
     }
     let mut channels = Map::new();
@@ -62,13 +71,21 @@ pub(super) async fn show(
     for attr in attributes(query_value(&signed.query, "info")) {
         match attr {
             "subscription_count" => {
-                out.insert(attr.into(), json!(stats.as_ref().map_or(0, |s| s.subscription_count)));
+                out.insert(
+                    attr.into(),
+                    json!(stats.as_ref().map_or(0, |s| s.subscription_count)),
+                );
             }
             "user_count" if channel.kind() == ChannelKind::Presence => {
-                out.insert(attr.into(), json!(stats.as_ref().map_or(0, |s| s.user_count)));
+                out.insert(
+                    attr.into(),
+                    json!(stats.as_ref().map_or(0, |s| s.user_count)),
+                );
             }
             "user_count" => {
-                return Err(ApiError::bad_request("user_count is only available for presence channels"))
+                return Err(ApiError::bad_request(
+                    "user_count is only available for presence channels",
+                ))
             }
             "cache" if channel.is_cache() => {
                 let last = state
@@ -77,9 +94,12 @@ pub(super) async fn show(
                     .history()
                     .last(&signed.app.id, &channel)
                     .await
-                    .map_err(|e| ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+                    .map_err(|e| {
+                        ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+                    })?;
                 if let Some(m) = last {
-                    let age = crier_core::message::now_ms().saturating_sub(m.published_at_ms) / 1000;
+                    let age =
+                        crier_core::message::now_ms().saturating_sub(m.published_at_ms) / 1000;
                     let ttl = signed.app.retention.max_age.as_secs().saturating_sub(age);
                     out.insert(
                         "cache".into(),
@@ -88,9 +108,15 @@ pub(super) async fn show(
                 }
             }
             "cache" => {
-                return Err(ApiError::bad_request("cache is only available for cache channels"))
+                return Err(ApiError::bad_request(
+                    "cache is only available for cache channels",
+                ))
             }
-            other => return Err(ApiError::bad_request(format!("unknown info attribute {other:?}"))),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown info attribute {other:?}"
+                )))
+            }
         }
     }
     Ok(Json(Value::Object(out)))
@@ -105,7 +131,9 @@ pub(super) async fn users(
     let signed = authenticate(&state, &app_id, &method, &uri, &[])?;
     let channel = parse_channel(&channel)?;
     if channel.kind() != ChannelKind::Presence {
-        return Err(ApiError::bad_request("users are only available for presence channels"));
+        return Err(ApiError::bad_request(
+            "users are only available for presence channels",
+        ));
     }
     let users: Vec<Value> = state
         .node

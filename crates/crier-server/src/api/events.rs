@@ -36,11 +36,17 @@ fn publish_error(e: NodePublishError) -> ApiError {
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
 /// The `info` attributes for the channels of one event.
-fn channel_info(state: &AppState, app: &App, req_info: Option<&str>, channels: &[String]) -> Result<Option<Value>, ApiError> {
+fn channel_info(
+    state: &AppState,
+    app: &App,
+    req_info: Option<&str>,
+    channels: &[String],
+) -> Result<Option<Value>, ApiError> {
     let Some(info) = req_info.filter(|i| !i.is_empty()) else {
         return Ok(None);
     };
@@ -53,13 +59,23 @@ fn channel_info(state: &AppState, app: &App, req_info: Option<&str>, channels: &
         for attr in &attrs {
             match *attr {
                 "subscription_count" => {
-                    entry.insert(attr.to_string(), json!(stats.as_ref().map_or(0, |s| s.subscription_count)));
+                    entry.insert(
+                        attr.to_string(),
+                        json!(stats.as_ref().map_or(0, |s| s.subscription_count)),
+                    );
                 }
                 "user_count" if channel.kind() == ChannelKind::Presence => {
-                    entry.insert(attr.to_string(), json!(stats.as_ref().map_or(0, |s| s.user_count)));
+                    entry.insert(
+                        attr.to_string(),
+                        json!(stats.as_ref().map_or(0, |s| s.user_count)),
+                    );
                 }
                 "user_count" => {}
-                other => return Err(ApiError::bad_request(format!("unknown info attribute {other:?}"))),
+                other => {
+                    return Err(ApiError::bad_request(format!(
+                        "unknown info attribute {other:?}"
+                    )))
+                }
             }
         }
         out.insert(name.clone(), Value::Object(entry));
@@ -108,7 +124,9 @@ pub(super) async fn publish_batch(
     let batch: Batch = parse_json(&body)?;
     let max = signed.app.limits.max_batch_size;
     if batch.batch.len() > max {
-        return Err(publish_error(NodePublishError::Invalid(PublishError::BatchTooLarge(batch.batch.len(), max))));
+        return Err(publish_error(NodePublishError::Invalid(
+            PublishError::BatchTooLarge(batch.batch.len(), max),
+        )));
     }
     let infos: Vec<(Option<String>, Vec<String>)> = batch
         .batch
@@ -120,7 +138,10 @@ pub(super) async fn publish_batch(
         .publish(&signed.app, batch.batch)
         .await
         .map_err(publish_error)?;
-    if infos.iter().all(|(i, _)| i.as_deref().unwrap_or("").is_empty()) {
+    if infos
+        .iter()
+        .all(|(i, _)| i.as_deref().unwrap_or("").is_empty())
+    {
         return Ok(Json(json!({})));
     }
     let mut out = Vec::new();

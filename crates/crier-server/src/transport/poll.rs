@@ -37,9 +37,19 @@ pub struct PollLeases {
 
 impl PollLeases {
     /// Joins or renews `member` on each presence channel until `until`.
-    fn renew(&self, node: &Node, app: &Arc<App>, channels: &[ChannelName], member: &StreamMember, until: Instant) -> Result<(), ChannelName> {
+    fn renew(
+        &self,
+        node: &Node,
+        app: &Arc<App>,
+        channels: &[ChannelName],
+        member: &StreamMember,
+        until: Instant,
+    ) -> Result<(), ChannelName> {
         let mut leases = self.leases.lock();
-        for channel in channels.iter().filter(|c| c.kind() == ChannelKind::Presence) {
+        for channel in channels
+            .iter()
+            .filter(|c| c.kind() == ChannelKind::Presence)
+        {
             let key = (app.id.clone(), channel.clone(), member.user_id.clone());
             if let Some(lease) = leases.get_mut(&key) {
                 lease.1 = lease.1.max(until);
@@ -78,7 +88,11 @@ impl PollLeases {
     }
 
     /// Runs `expire` every second until shutdown.
-    pub async fn reap(self: Arc<Self>, node: Arc<Node>, shutdown: tokio_util::sync::CancellationToken) {
+    pub async fn reap(
+        self: Arc<Self>,
+        node: Arc<Node>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
@@ -103,7 +117,10 @@ fn answer(items: &[bytes::Bytes], cursor: &str, cors: Option<HeaderValue>) -> Re
     body.put_slice(b"\"}");
     let mut res = (StatusCode::OK, body.freeze()).into_response();
     let h = res.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Some(origin) = cors {
         add_cors(h, origin);
@@ -126,17 +143,29 @@ pub(crate) async fn handle(
         Some(t) => match t.parse::<u64>() {
             Ok(t) => t.min(MAX_TIMEOUT_SECS),
             Err(_) => {
-                return super::stream_request::StreamError::new(StatusCode::BAD_REQUEST, "timeout must be a number of seconds")
-                    .into_response()
+                return super::stream_request::StreamError::new(
+                    StatusCode::BAD_REQUEST,
+                    "timeout must be a number of seconds",
+                )
+                .into_response()
             }
         },
     };
     let timeout = Duration::from_secs(timeout);
     if let Some(member) = &admitted.member {
         let until = Instant::now() + timeout + LEASE_GRACE;
-        if let Err(channel) = state.poll_leases.renew(&state.node, &admitted.app, &admitted.channels, member, until) {
-            return super::stream_request::StreamError::new(StatusCode::FORBIDDEN, format!("presence channel {channel} is full"))
-                .into_response();
+        if let Err(channel) = state.poll_leases.renew(
+            &state.node,
+            &admitted.app,
+            &admitted.channels,
+            member,
+            until,
+        ) {
+            return super::stream_request::StreamError::new(
+                StatusCode::FORBIDDEN,
+                format!("presence channel {channel} is full"),
+            )
+            .into_response();
         }
     }
     let (tx, mut rx) = outbox(state.node.settings.outbox_capacity);
@@ -153,7 +182,11 @@ pub(crate) async fn handle(
     let (mut stream, replay) = match opened {
         Ok(o) => o,
         Err(e) => {
-            return super::stream_request::StreamError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response()
+            return super::stream_request::StreamError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                e.to_string(),
+            )
+            .into_response()
         }
     };
     let mut items: Vec<bytes::Bytes> = replay.iter().map(StreamItem::envelope).collect();

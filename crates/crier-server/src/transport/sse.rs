@@ -79,9 +79,15 @@ pub(crate) async fn handle(
         shutdown: state.shutdown.clone(),
         pending: Some(first.freeze()),
     };
-    let mut res = Response::new(Body::from_stream(futures_util::stream::unfold(body, SseBody::next_chunk)));
+    let mut res = Response::new(Body::from_stream(futures_util::stream::unfold(
+        body,
+        SseBody::next_chunk,
+    )));
     let h = res.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     if let Some(origin) = admitted.cors {
@@ -108,7 +114,11 @@ impl SseBody {
         // Presence and client-event frames are Pusher-protocol only.
         if let Outgoing::Message(m) = item {
             if self.stream.accept(&m) {
-                push_event(buf, &self.stream.cursor(), &StreamItem::Message(m).envelope());
+                push_event(
+                    buf,
+                    &self.stream.cursor(),
+                    &StreamItem::Message(m).envelope(),
+                );
             }
         }
     }

@@ -47,7 +47,11 @@ impl IntoResponse for StreamError {
     fn into_response(self) -> Response {
         metrics::counter!("crier_stream_errors_total", "status" => self.status.as_u16().to_string())
             .increment(1);
-        let mut res = (self.status, Json(serde_json::json!({ "error": self.message }))).into_response();
+        let mut res = (
+            self.status,
+            Json(serde_json::json!({ "error": self.message })),
+        )
+            .into_response();
         if let Some(origin) = self.origin {
             add_cors(res.headers_mut(), origin);
         }
@@ -83,15 +87,24 @@ fn now_secs() -> i64 {
 }
 
 /// The CORS origin to allow for `app`, or an error for an origin it does not allow.
-pub(crate) fn cors_origin(app: &App, headers: &HeaderMap) -> Result<Option<HeaderValue>, StreamError> {
+pub(crate) fn cors_origin(
+    app: &App,
+    headers: &HeaderMap,
+) -> Result<Option<HeaderValue>, StreamError> {
     let Some(origin) = headers.get(header::ORIGIN) else {
         return Ok(None);
     };
-    let allowed = origin.to_str().map(|o| app.origin_allowed(o)).unwrap_or(false);
+    let allowed = origin
+        .to_str()
+        .map(|o| app.origin_allowed(o))
+        .unwrap_or(false);
     if allowed {
         Ok(Some(origin.clone()))
     } else {
-        Err(StreamError::new(StatusCode::FORBIDDEN, "origin not allowed for this app"))
+        Err(StreamError::new(
+            StatusCode::FORBIDDEN,
+            "origin not allowed for this app",
+        ))
     }
 }
 
@@ -103,37 +116,50 @@ pub(crate) fn admit(
     headers: &HeaderMap,
     cursor_text: Option<&str>,
 ) -> Result<Admitted, StreamError> {
-    let app = state
-        .node
-        .apps
-        .by_key(key)
-        .cloned()
-        .ok_or_else(|| StreamError::new(StatusCode::NOT_FOUND, format!("unknown app key {key:?}")))?;
+    let app = state.node.apps.by_key(key).cloned().ok_or_else(|| {
+        StreamError::new(StatusCode::NOT_FOUND, format!("unknown app key {key:?}"))
+    })?;
     let cors = cors_origin(&app, headers)?;
     let with_cors = |mut e: StreamError| {
         e.origin = cors.clone();
         e
     };
     if !app.enabled {
-        return Err(with_cors(StreamError::new(StatusCode::FORBIDDEN, "app is disabled")));
+        return Err(with_cors(StreamError::new(
+            StatusCode::FORBIDDEN,
+            "app is disabled",
+        )));
     }
     if state.draining() {
-        return Err(with_cors(StreamError::new(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down")));
+        return Err(with_cors(StreamError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server is shutting down",
+        )));
     }
     let names = query.channels.as_deref().unwrap_or("");
     let mut channels: Vec<ChannelName> = Vec::new();
     for name in names.split(',').filter(|n| !n.is_empty()) {
-        let channel = ChannelName::parse(name)
-            .map_err(|e| with_cors(StreamError::new(StatusCode::BAD_REQUEST, format!("invalid channel: {e}"))))?;
+        let channel = ChannelName::parse(name).map_err(|e| {
+            with_cors(StreamError::new(
+                StatusCode::BAD_REQUEST,
+                format!("invalid channel: {e}"),
+            ))
+        })?;
         if channel.kind() == ChannelKind::ServerToUser {
-            return Err(with_cors(StreamError::new(StatusCode::FORBIDDEN, format!("channel {name} cannot be subscribed to"))));
+            return Err(with_cors(StreamError::new(
+                StatusCode::FORBIDDEN,
+                format!("channel {name} cannot be subscribed to"),
+            )));
         }
         if !channels.contains(&channel) {
             channels.push(channel);
         }
     }
     if channels.is_empty() {
-        return Err(with_cors(StreamError::new(StatusCode::BAD_REQUEST, "channels is required (comma-separated)")));
+        return Err(with_cors(StreamError::new(
+            StatusCode::BAD_REQUEST,
+            "channels is required (comma-separated)",
+        )));
     }
     if channels.len() > MAX_STREAM_CHANNELS {
         return Err(with_cors(StreamError::new(
@@ -147,7 +173,12 @@ pub(crate) fn admit(
             .token
             .as_deref()
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| with_cors(StreamError::new(StatusCode::UNAUTHORIZED, "token is required for private and presence channels")))?;
+            .ok_or_else(|| {
+                with_cors(StreamError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "token is required for private and presence channels",
+                ))
+            })?;
         let claims = token::verify(raw, &app.secret, now_secs())
             .map_err(|e| with_cors(StreamError::new(StatusCode::UNAUTHORIZED, e.to_string())))?;
         for channel in channels.iter().filter(|c| c.kind().requires_auth()) {
@@ -163,23 +194,28 @@ pub(crate) fn admit(
                 .sub
                 .clone()
                 .filter(|s| !s.is_empty())
-                .ok_or_else(|| with_cors(StreamError::new(StatusCode::UNAUTHORIZED, "presence channels need a token with sub")))?;
+                .ok_or_else(|| {
+                    with_cors(StreamError::new(
+                        StatusCode::UNAUTHORIZED,
+                        "presence channels need a token with sub",
+                    ))
+                })?;
             member = Some(StreamMember {
                 user_id: Arc::from(sub),
                 user_info: claims.user_info.clone().unwrap_or(serde_json::Value::Null),
             });
         }
     }
-    let cursor = match cursor_text.filter(|c| !c.is_empty()) {
-        Some(text) => {
-            let single = (channels.len() == 1).then(|| &channels[0]);
-            Some(
-                Cursor::decode(text, single)
-                    .map_err(|e| with_cors(StreamError::new(StatusCode::BAD_REQUEST, e.to_string())))?,
-            )
-        }
-        None => None,
-    };
+    let cursor =
+        match cursor_text.filter(|c| !c.is_empty()) {
+            Some(text) => {
+                let single = (channels.len() == 1).then(|| &channels[0]);
+                Some(Cursor::decode(text, single).map_err(|e| {
+                    with_cors(StreamError::new(StatusCode::BAD_REQUEST, e.to_string()))
+                })?)
+            }
+            None => None,
+        };
     Ok(Admitted {
         app,
         channels,
@@ -204,12 +240,18 @@ pub(crate) async fn preflight(
             if let Some(origin) = origin {
                 let h = res.headers_mut();
                 add_cors(h, origin);
-                h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, OPTIONS"));
+                h.insert(
+                    header::ACCESS_CONTROL_ALLOW_METHODS,
+                    HeaderValue::from_static("GET, OPTIONS"),
+                );
                 h.insert(
                     header::ACCESS_CONTROL_ALLOW_HEADERS,
                     HeaderValue::from_static("Last-Event-ID, Content-Type, Cache-Control"),
                 );
-                h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+                h.insert(
+                    header::ACCESS_CONTROL_MAX_AGE,
+                    HeaderValue::from_static("600"),
+                );
             }
             res
         }

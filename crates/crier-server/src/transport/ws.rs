@@ -47,26 +47,32 @@ pub(crate) async fn upgrade(
 /// Why the connection may not start, checked before a session exists.
 fn admission(state: &AppState, key: &str, protocol: Option<&str>) -> Result<Arc<App>, Disconnect> {
     if state.draining() {
-        return Err(Disconnect::new(ErrorCode::GenericReconnect, "Server is shutting down"));
+        return Err(Disconnect::new(
+            ErrorCode::GenericReconnect,
+            "Server is shutting down",
+        ));
     }
     let version = protocol.ok_or_else(|| {
         Disconnect::new(ErrorCode::NoProtocolVersion, "No protocol version supplied")
     })?;
-    let version: u32 = version
-        .parse()
-        .map_err(|_| Disconnect::new(ErrorCode::InvalidVersionFormat, "Invalid version string format"))?;
+    let version: u32 = version.parse().map_err(|_| {
+        Disconnect::new(
+            ErrorCode::InvalidVersionFormat,
+            "Invalid version string format",
+        )
+    })?;
     if !(5..=7).contains(&version) {
         return Err(Disconnect::new(
             ErrorCode::UnsupportedProtocolVersion,
             format!("Unsupported protocol version {version}"),
         ));
     }
-    state
-        .node
-        .apps
-        .by_key(key)
-        .cloned()
-        .ok_or_else(|| Disconnect::new(ErrorCode::AppNotFound, format!("Could not find app by key {key}")))
+    state.node.apps.by_key(key).cloned().ok_or_else(|| {
+        Disconnect::new(
+            ErrorCode::AppNotFound,
+            format!("Could not find app by key {key}"),
+        )
+    })
 }
 
 fn text(bytes: Bytes) -> Message {
@@ -76,7 +82,10 @@ fn text(bytes: Bytes) -> Message {
 
 async fn close(socket: &mut WebSocket, reason: &Disconnect) {
     let _ = socket
-        .feed(text(Bytes::from(frames::error(&reason.message, Some(reason.code.code())))))
+        .feed(text(Bytes::from(frames::error(
+            &reason.message,
+            Some(reason.code.code()),
+        ))))
         .await;
     let frame = CloseFrame {
         code: reason.code.code(),

@@ -77,7 +77,10 @@ impl TestServer {
     }
 
     pub fn ws_url(&self, key: &str) -> String {
-        format!("ws://{}/app/{key}?protocol=7&client=js&version=8.4.0", self.addr)
+        format!(
+            "ws://{}/app/{key}?protocol=7&client=js&version=8.4.0",
+            self.addr
+        )
     }
 
     pub async fn connect(&self) -> Client {
@@ -114,7 +117,9 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(url: &str) -> Self {
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("ws connect");
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("ws connect");
         let mut client = Self {
             ws,
             socket_id: String::new(),
@@ -128,7 +133,10 @@ impl Client {
 
     /// Connects and returns the first frame without asserting on it.
     pub async fn raw(url: &str) -> WebSocketStream<MaybeTlsStream<TcpStream>> {
-        tokio_tungstenite::connect_async(url).await.expect("ws connect").0
+        tokio_tungstenite::connect_async(url)
+            .await
+            .expect("ws connect")
+            .0
     }
 
     pub async fn send(&mut self, value: Value) {
@@ -228,7 +236,8 @@ impl Client {
         let auth = self.auth(channel, Some(&data));
         self.send(serde_json::json!({"event": "pusher:subscribe", "data": {"channel": channel, "auth": auth, "channel_data": data}}))
             .await;
-        self.recv_event("pusher_internal:subscription_succeeded").await
+        self.recv_event("pusher_internal:subscription_succeeded")
+            .await
     }
 }
 
@@ -242,8 +251,15 @@ pub struct Api {
 }
 
 impl Api {
-    pub fn signed_url(&self, method: &str, path: &str, params: &[(&str, &str)], body: &[u8]) -> String {
-        let qs = signature::sign_request(&self.key, &self.secret, method, path, params, body, now());
+    pub fn signed_url(
+        &self,
+        method: &str,
+        path: &str,
+        params: &[(&str, &str)],
+        body: &[u8],
+    ) -> String {
+        let qs =
+            signature::sign_request(&self.key, &self.secret, method, path, params, body, now());
         format!("{}{path}?{qs}", self.base)
     }
 
