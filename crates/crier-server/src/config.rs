@@ -196,12 +196,15 @@ pub struct IngestConfig {
 pub struct UdpConfig {
     /// Empty turns the listener off.
     pub listen: String,
+    /// Require signed datagrams even on a loopback address (always on otherwise).
+    pub require_signature: bool,
 }
 
 impl Default for UdpConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:6002".into(),
+            require_signature: false,
         }
     }
 }

@@ -1,4 +1,9 @@
-//! Backend ingests besides the HTTP API: UDP datagrams and a Redis list.
+//! Backend ingests besides the HTTP API: UDP datagrams and a Redis list. Both hand
+//! their events to the same validation (`EventRequest`) and publish path as the API.
+
+pub mod event;
+pub mod redis_queue;
+pub mod udp;
 
 use crate::server::AppState;
 use std::net::SocketAddr;
@@ -7,6 +12,21 @@ use std::net::SocketAddr;
 ///
 /// # Errors
 /// The UDP address cannot be bound.
-pub async fn start(_state: &AppState) -> anyhow::Result<Option<SocketAddr>> {
-    Ok(None)
+pub async fn start(state: &AppState) -> anyhow::Result<Option<SocketAddr>> {
+    let mut udp_addr = None;
+    let udp = &state.config.ingest.udp;
+    if !udp.listen.is_empty() {
+        let addr: SocketAddr = udp
+            .listen
+            .parse()
+            .map_err(|_| anyhow::anyhow!("ingest.udp.listen: {:?} is not an address", udp.listen))?;
+        let socket = udp::bind(addr)?;
+        udp_addr = Some(socket.local_addr()?);
+        let require = udp.require_signature || !addr.ip().is_loopback();
+        state.tasks.spawn(udp::run(socket, state.clone(), require));
+    }
+    if let Some(queue) = state.config.ingest.redis_queue.clone() {
+        state.tasks.spawn(redis_queue::run(queue, state.clone()));
+    }
+    Ok(udp_addr)
 }
