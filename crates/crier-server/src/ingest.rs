@@ -16,10 +16,9 @@ pub async fn start(state: &AppState) -> anyhow::Result<Option<SocketAddr>> {
     let mut udp_addr = None;
     let udp = &state.config.ingest.udp;
     if !udp.listen.is_empty() {
-        let addr: SocketAddr = udp
-            .listen
-            .parse()
-            .map_err(|_| anyhow::anyhow!("ingest.udp.listen: {:?} is not an address", udp.listen))?;
+        let addr: SocketAddr = udp.listen.parse().map_err(|_| {
+            anyhow::anyhow!("ingest.udp.listen: {:?} is not an address", udp.listen)
+        })?;
         let socket = udp::bind(addr)?;
         udp_addr = Some(socket.local_addr()?);
         let require = udp.require_signature || !addr.ip().is_loopback();

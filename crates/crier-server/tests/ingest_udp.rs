@@ -18,12 +18,22 @@ async fn udp_server(require_signature: bool) -> (TestServer, SocketAddr) {
         c.history.max_messages = 10_000;
     })
     .await;
-    let addr = server.running.as_ref().unwrap().udp_addr.expect("udp listening");
+    let addr = server
+        .running
+        .as_ref()
+        .unwrap()
+        .udp_addr
+        .expect("udp listening");
     (server, addr)
 }
 
 async fn metric(server: &TestServer, name: &str, label: &str) -> u64 {
-    let text = reqwest::get(format!("http://{}/metrics", server.addr)).await.unwrap().text().await.unwrap();
+    let text = reqwest::get(format!("http://{}/metrics", server.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     text.lines()
         .filter(|l| l.starts_with(name) && l.contains(label))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
@@ -34,7 +44,10 @@ async fn metric(server: &TestServer, name: &str, label: &str) -> u64 {
 async fn wait_metric(server: &TestServer, name: &str, label: &str, want: u64) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while metric(server, name, label).await < want {
-        assert!(tokio::time::Instant::now() < deadline, "{name}{{{label}}} never reached {want}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name}{{{label}}} never reached {want}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
@@ -51,27 +64,76 @@ async fn datagrams_are_published_and_bad_ones_dropped_and_counted() {
             sock.send_to(&v, addr).await.unwrap();
         }
     };
-    send(json!({"app_id": "app", "name": "e", "channel": "udp", "data": "plain"}).to_string().into_bytes()).await;
+    send(
+        json!({"app_id": "app", "name": "e", "channel": "udp", "data": "plain"})
+            .to_string()
+            .into_bytes(),
+    )
+    .await;
     assert_eq!(c.recv().await["data"], "plain");
     // Object data is serialized; several channels at once.
-    send(json!({"app_id": "app", "name": "e", "channels": ["udp", "other"], "data": {"k": 1}}).to_string().into_bytes()).await;
+    send(
+        json!({"app_id": "app", "name": "e", "channels": ["udp", "other"], "data": {"k": 1}})
+            .to_string()
+            .into_bytes(),
+    )
+    .await;
     assert_eq!(c.recv().await["data"], "{\"k\":1}");
 
     let bad: Vec<(Vec<u8>, &str)> = vec![
         (b"{not json".to_vec(), "invalid_json"),
-        (json!({"name": "e", "channel": "udp", "data": "x"}).to_string().into_bytes(), "missing_app_id"),
-        (json!({"app_id": "nope", "name": "e", "channel": "udp", "data": "x"}).to_string().into_bytes(), "unknown_app"),
-        (json!({"app_id": "app", "name": "e", "channel": "bad name", "data": "x"}).to_string().into_bytes(), "invalid_channel"),
-        (json!({"app_id": "app", "channel": "udp", "data": "x"}).to_string().into_bytes(), "invalid_event"),
-        (json!({"app_id": "app", "name": "e", "channel": "udp", "data": "x".repeat(20_000)}).to_string().into_bytes(), "data_too_large"),
-        (format!("{} {}", "00".repeat(32), json!({"app_id": "app", "name": "e", "channel": "udp", "data": "x"})).into_bytes(), "bad_signature"),
+        (
+            json!({"name": "e", "channel": "udp", "data": "x"})
+                .to_string()
+                .into_bytes(),
+            "missing_app_id",
+        ),
+        (
+            json!({"app_id": "nope", "name": "e", "channel": "udp", "data": "x"})
+                .to_string()
+                .into_bytes(),
+            "unknown_app",
+        ),
+        (
+            json!({"app_id": "app", "name": "e", "channel": "bad name", "data": "x"})
+                .to_string()
+                .into_bytes(),
+            "invalid_channel",
+        ),
+        (
+            json!({"app_id": "app", "channel": "udp", "data": "x"})
+                .to_string()
+                .into_bytes(),
+            "invalid_event",
+        ),
+        (
+            json!({"app_id": "app", "name": "e", "channel": "udp", "data": "x".repeat(20_000)})
+                .to_string()
+                .into_bytes(),
+            "data_too_large",
+        ),
+        (
+            format!(
+                "{} {}",
+                "00".repeat(32),
+                json!({"app_id": "app", "name": "e", "channel": "udp", "data": "x"})
+            )
+            .into_bytes(),
+            "bad_signature",
+        ),
         (vec![b'{'; 40_000], "oversize"),
     ];
     for (datagram, _) in &bad {
         send(datagram.clone()).await;
     }
     for (_, reason) in &bad {
-        wait_metric(&server, "crier_ingest_dropped_total", &format!("reason=\"{reason}\""), 1).await;
+        wait_metric(
+            &server,
+            "crier_ingest_dropped_total",
+            &format!("reason=\"{reason}\""),
+            1,
+        )
+        .await;
     }
     // The listener keeps working, and nothing bad was published.
     let body = json!({"app_id": "app", "name": "e", "channel": "udp", "data": "after"}).to_string();
@@ -86,12 +148,22 @@ async fn signatures_can_be_required() {
     let mut c = server.connect().await;
     c.subscribe("signed").await;
     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let body = json!({"app_id": "app", "name": "e", "channel": "signed", "data": "unsigned"}).to_string();
+    let body =
+        json!({"app_id": "app", "name": "e", "channel": "signed", "data": "unsigned"}).to_string();
     sock.send_to(body.as_bytes(), addr).await.unwrap();
-    wait_metric(&server, "crier_ingest_dropped_total", "reason=\"missing_signature\"", 1).await;
-    let body = json!({"app_id": "app", "name": "e", "channel": "signed", "data": "signed"}).to_string();
+    wait_metric(
+        &server,
+        "crier_ingest_dropped_total",
+        "reason=\"missing_signature\"",
+        1,
+    )
+    .await;
+    let body =
+        json!({"app_id": "app", "name": "e", "channel": "signed", "data": "signed"}).to_string();
     let sig = crier_protocol::signature::sign(SECRET, &body);
-    sock.send_to(format!("{sig} {body}").as_bytes(), addr).await.unwrap();
+    sock.send_to(format!("{sig} {body}").as_bytes(), addr)
+        .await
+        .unwrap();
     assert_eq!(c.recv().await["data"], "signed");
 }
 
@@ -124,7 +196,11 @@ async fn a_burst_from_several_sockets_arrives_once_in_order_per_socket() {
         let ev: Value = c.recv().await;
         let (s, i) = ev["data"].as_str().unwrap().split_once(':').unwrap();
         let n = next.entry(s.to_owned()).or_default();
-        assert_eq!(i.parse::<usize>().unwrap(), *n, "socket {s} out of order or duplicated");
+        assert_eq!(
+            i.parse::<usize>().unwrap(),
+            *n,
+            "socket {s} out of order or duplicated"
+        );
         *n += 1;
     }
     assert!(next.values().all(|n| *n == EACH));

@@ -64,9 +64,10 @@ impl Rejected {
 
 fn publish_reject(e: &PublishError) -> Reject {
     match e {
-        PublishError::InvalidChannel(_) | PublishError::TooManyChannels(..) | PublishError::MissingChannel | PublishError::ChannelAndChannels => {
-            Reject::InvalidChannel
-        }
+        PublishError::InvalidChannel(_)
+        | PublishError::TooManyChannels(..)
+        | PublishError::MissingChannel
+        | PublishError::ChannelAndChannels => Reject::InvalidChannel,
         PublishError::DataTooLarge(..) => Reject::DataTooLarge,
         PublishError::AppDisabled => Reject::AppDisabled,
         _ => Reject::InvalidEvent,
@@ -79,8 +80,11 @@ pub fn app_of(node: &Node, json: &[u8]) -> Result<Arc<App>, Rejected> {
     struct AppOnly {
         app_id: Option<String>,
     }
-    let a: AppOnly = serde_json::from_slice(json).map_err(|e| Rejected::new(Reject::InvalidJson, e.to_string()))?;
-    let id = a.app_id.ok_or_else(|| Rejected::new(Reject::MissingApp, "app_id is missing"))?;
+    let a: AppOnly = serde_json::from_slice(json)
+        .map_err(|e| Rejected::new(Reject::InvalidJson, e.to_string()))?;
+    let id = a
+        .app_id
+        .ok_or_else(|| Rejected::new(Reject::MissingApp, "app_id is missing"))?;
     node.apps
         .by_id(&id)
         .cloned()
@@ -92,8 +96,11 @@ pub fn app_of(node: &Node, json: &[u8]) -> Result<Arc<App>, Rejected> {
 /// # Errors
 /// Anything that makes the item unpublishable, with its reason.
 pub fn parse(node: &Node, json: &[u8]) -> Result<(Arc<App>, Vec<NewMessage>), Rejected> {
-    let item: Item = serde_json::from_slice(json).map_err(|e| Rejected::new(Reject::InvalidJson, e.to_string()))?;
-    let id = item.app_id.ok_or_else(|| Rejected::new(Reject::MissingApp, "app_id is missing"))?;
+    let item: Item = serde_json::from_slice(json)
+        .map_err(|e| Rejected::new(Reject::InvalidJson, e.to_string()))?;
+    let id = item
+        .app_id
+        .ok_or_else(|| Rejected::new(Reject::MissingApp, "app_id is missing"))?;
     let app = node
         .apps
         .by_id(&id)
@@ -134,7 +141,13 @@ impl RateLimitedLog {
         let now = std::time::Instant::now();
         let entry = self.last.entry(r.reason).or_insert((now - LOG_EVERY, 0));
         if now.duration_since(entry.0) >= LOG_EVERY {
-            tracing::warn!(ingest = self.ingest, reason = r.reason.label(), suppressed = entry.1, "dropped: {}", r.detail);
+            tracing::warn!(
+                ingest = self.ingest,
+                reason = r.reason.label(),
+                suppressed = entry.1,
+                "dropped: {}",
+                r.detail
+            );
             *entry = (now, 0);
         } else {
             entry.1 += 1;

@@ -40,7 +40,9 @@ pub async fn run(config: RedisQueueConfig, state: AppState) {
                 backoff = Duration::from_millis(100);
                 match consume(&mut conn, &queue, &state, &mut log).await {
                     Ok(()) => return,
-                    Err(e) => tracing::warn!(error = %e, "redis queue: connection lost; reconnecting"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "redis queue: connection lost; reconnecting")
+                    }
                 }
             }
             Err(e) => {
@@ -63,7 +65,9 @@ async fn connect(url: &str) -> redis::RedisResult<MultiplexedConnection> {
     let config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
         .set_response_timeout(Some(Duration::from_secs(BLOCK_SECS as u64 + 5)));
-    client.get_multiplexed_async_connection_with_config(&config).await
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
 }
 
 async fn consume(
@@ -75,7 +79,10 @@ async fn consume(
     // Left in processing by a crash: the oldest is at the right end.
     let left: Vec<String> = conn.lrange(&q.processing, 0, -1).await?;
     if !left.is_empty() {
-        tracing::info!(count = left.len(), "redis queue: publishing items left in processing by a previous run");
+        tracing::info!(
+            count = left.len(),
+            "redis queue: publishing items left in processing by a previous run"
+        );
     }
     for item in left.into_iter().rev() {
         if !handle(conn, q, state, log, item).await? {
@@ -135,7 +142,8 @@ async fn handle(
                 }
             }
             let _: i64 = conn.lrem(&q.processing, -1, &item).await?;
-            metrics::counter!("crier_ingest_accepted_total", "ingest" => "redis_queue").increment(1);
+            metrics::counter!("crier_ingest_accepted_total", "ingest" => "redis_queue")
+                .increment(1);
         }
     }
     Ok(true)

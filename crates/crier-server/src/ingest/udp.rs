@@ -6,7 +6,7 @@
 //! required when the listener is not on a loopback address (or when
 //! `ingest.udp.require_signature` is set).
 
-use super::event::{self, Reject, Rejected, RateLimitedLog};
+use super::event::{self, RateLimitedLog, Reject, Rejected};
 use crate::server::AppState;
 use crier_core::message::NewMessage;
 use std::net::SocketAddr;
@@ -25,7 +25,11 @@ const RECV_BUFFER: usize = 8 * 1024 * 1024;
 /// # Errors
 /// The address cannot be bound.
 pub fn bind(addr: SocketAddr) -> anyhow::Result<UdpSocket> {
-    let domain = if addr.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
+    let domain = if addr.is_ipv4() {
+        socket2::Domain::IPV4
+    } else {
+        socket2::Domain::IPV6
+    };
     let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
     if let Err(e) = socket.set_recv_buffer_size(RECV_BUFFER) {
         tracing::warn!(error = %e, "cannot enlarge the UDP receive buffer");
@@ -50,7 +54,11 @@ fn split_signature(datagram: &[u8]) -> (Option<&[u8]>, &[u8]) {
 }
 
 /// Checks one datagram and turns it into messages.
-pub(crate) fn accept(state: &AppState, datagram: &[u8], require_signature: bool) -> Result<Vec<NewMessage>, Rejected> {
+pub(crate) fn accept(
+    state: &AppState,
+    datagram: &[u8],
+    require_signature: bool,
+) -> Result<Vec<NewMessage>, Rejected> {
     if datagram.len() >= MAX_DATAGRAM {
         return Err(Rejected {
             reason: Reject::Oversize,
@@ -92,7 +100,11 @@ pub async fn run(socket: UdpSocket, state: AppState, require_signature: bool) {
         };
         let mut batch: Vec<NewMessage> = Vec::new();
         let mut accepted = 0u64;
-        let mut handle = |n: usize, buf: &[u8], log: &mut RateLimitedLog| match accept(&state, &buf[..n], require_signature) {
+        let mut handle = |n: usize, buf: &[u8], log: &mut RateLimitedLog| match accept(
+            &state,
+            &buf[..n],
+            require_signature,
+        ) {
             Ok(messages) => {
                 accepted += 1;
                 batch.extend(messages);
@@ -116,7 +128,8 @@ pub async fn run(socket: UdpSocket, state: AppState, require_signature: bool) {
             continue;
         }
         match state.node.broker.publish(batch).await {
-            Ok(_) => metrics::counter!("crier_ingest_accepted_total", "ingest" => "udp").increment(accepted),
+            Ok(_) => metrics::counter!("crier_ingest_accepted_total", "ingest" => "udp")
+                .increment(accepted),
             Err(e) => {
                 // Nobody to tell over UDP; the history or broker failure is logged.
                 metrics::counter!("crier_ingest_dropped_total", "ingest" => "udp", "reason" => "publish_failed").increment(accepted);

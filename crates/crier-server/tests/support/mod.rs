@@ -293,3 +293,5 @@ impl Api {
         .await
     }
 }
+
+pub mod redis;
