@@ -57,6 +57,8 @@ pub struct ServerConfig {
     pub shutdown_timeout_secs: u64,
     /// Seconds a write to a client may block before it counts as a slow consumer.
     pub write_timeout_secs: u64,
+    /// Seconds a long-poll presence member stays after its last poll's timeout.
+    pub poll_presence_grace_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -74,6 +76,7 @@ impl Default for ServerConfig {
             max_body_bytes: 256 * 1024,
             shutdown_timeout_secs: 10,
             write_timeout_secs: 10,
+            poll_presence_grace_secs: 10,
         }
     }
 }

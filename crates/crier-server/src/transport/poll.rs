@@ -24,8 +24,6 @@ const DEFAULT_TIMEOUT_SECS: u64 = 30;
 const MAX_TIMEOUT_SECS: u64 = 120;
 /// Most messages per channel in one answer; the client polls again for more.
 const PAGE: usize = 100;
-/// How long after its last poll a presence member is kept.
-const LEASE_GRACE: Duration = Duration::from_secs(10);
 
 type LeaseKey = (Arc<str>, ChannelName, Arc<str>);
 
@@ -153,7 +151,8 @@ pub(crate) async fn handle(
     };
     let timeout = Duration::from_secs(timeout);
     if let Some(member) = &admitted.member {
-        let until = Instant::now() + timeout + LEASE_GRACE;
+        let grace = Duration::from_secs(state.config.server.poll_presence_grace_secs);
+        let until = Instant::now() + timeout + grace;
         if let Err(channel) = state.poll_leases.renew(
             &state.node,
             &admitted.app,

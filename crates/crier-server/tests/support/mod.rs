@@ -295,3 +295,5 @@ impl Api {
 }
 
 pub mod redis;
+
+pub mod sse;

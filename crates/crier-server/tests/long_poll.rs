@@ -1,0 +1,236 @@
+//! HTTP long-polling: immediate answers, holding, timeouts, paging with cursors, gaps,
+//! tokens and presence leases.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use crier_protocol::token;
+use serde_json::{json, Value};
+use std::time::Duration;
+use support::*;
+
+async fn poll(server: &TestServer, query: &str) -> (u16, Value) {
+    let res = reqwest::get(format!("http://{}/app/{KEY}/poll?{query}", server.addr))
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap())
+}
+
+fn data(page: &Value) -> Vec<String> {
+    page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["data"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn subscribed(server: &TestServer, channel: &str, n: u64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, info) = server
+            .api()
+            .get(
+                &format!("/apps/app/channels/{channel}"),
+                &[("info", "subscription_count")],
+            )
+            .await;
+        if info["subscription_count"].as_u64() == Some(n) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{channel} never reached {n} subscriptions"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn waiting_messages_are_answered_at_once_and_the_cursor_continues() {
+    let server = TestServer::start().await;
+    let (status, first) = poll(&server, "channels=lp&timeout=1").await;
+    assert_eq!(status, 200);
+    assert_eq!(first["messages"], json!([]));
+    let cursor = first["cursor"].as_str().unwrap().to_owned();
+    let api = server.api();
+    api.trigger("lp", "e", "1").await;
+    api.trigger("lp", "e", "2").await;
+    let (_, page) = poll(&server, &format!("channels=lp&cursor={cursor}")).await;
+    assert_eq!(data(&page), ["1", "2"]);
+    let env = &page["messages"][0];
+    assert_eq!(
+        (env["channel"].as_str(), env["event"].as_str()),
+        (Some("lp"), Some("e"))
+    );
+    assert!(env["id"].is_string());
+}
+
+#[tokio::test]
+async fn a_poll_holds_until_a_message_arrives() {
+    let server = TestServer::start().await;
+    let (_, first) = poll(&server, "channels=hold&timeout=1").await;
+    let cursor = first["cursor"].as_str().unwrap().to_owned();
+    let pending = {
+        let url = format!(
+            "http://{}/app/{KEY}/poll?channels=hold&cursor={cursor}&timeout=30",
+            server.addr
+        );
+        tokio::spawn(async move {
+            reqwest::get(url)
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        })
+    };
+    subscribed(&server, "hold", 1).await;
+    server.api().trigger("hold", "e", "woke").await;
+    let page = tokio::time::timeout(WAIT, pending).await.unwrap().unwrap();
+    assert_eq!(data(&page), ["woke"]);
+}
+
+#[tokio::test]
+async fn timeout_answers_empty_and_no_cursor_starts_from_now() {
+    let server = TestServer::start().await;
+    server.api().trigger("t", "e", "old").await;
+    let started = std::time::Instant::now();
+    let (_, page) = poll(&server, "channels=t&timeout=1").await;
+    assert_eq!(
+        page["messages"],
+        json!([]),
+        "old messages are not sent without a cursor"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    let (status, _) = poll(&server, "channels=t&timeout=soon").await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn a_thousand_messages_between_polls_arrive_in_pages_without_loss() {
+    let server = TestServer::with(|c| c.history.max_messages = 5000).await;
+    let (_, first) = poll(&server, "channels=many,other&timeout=1").await;
+    let mut cursor = first["cursor"].as_str().unwrap().to_owned();
+    let api = server.api();
+    for b in 0..100 {
+        let batch: Vec<Value> = (0..10)
+            .map(|i| {
+                let n = b * 10 + i;
+                let ch = if n % 3 == 0 { "other" } else { "many" };
+                json!({"name": "e", "channel": ch, "data": n.to_string()})
+            })
+            .collect();
+        api.post("/apps/app/batch_events", &json!({"batch": batch}))
+            .await;
+    }
+    let mut got: Vec<u64> = Vec::new();
+    let mut pages = 0;
+    while got.len() < 1000 {
+        let (_, page) = poll(
+            &server,
+            &format!("channels=many,other&cursor={cursor}&timeout=1"),
+        )
+        .await;
+        let d = data(&page);
+        assert!(
+            !d.is_empty(),
+            "messages missing after {} received",
+            got.len()
+        );
+        assert!(d.len() <= 200);
+        got.extend(d.iter().map(|s| s.parse::<u64>().unwrap()));
+        cursor = page["cursor"].as_str().unwrap().to_owned();
+        pages += 1;
+    }
+    assert!(pages > 5);
+    let mut many: Vec<u64> = got.iter().copied().filter(|n| n % 3 != 0).collect();
+    let other: Vec<u64> = got.iter().copied().filter(|n| n % 3 == 0).collect();
+    assert!(
+        many.windows(2).all(|w| w[0] < w[1]) && other.windows(2).all(|w| w[0] < w[1]),
+        "per-channel order"
+    );
+    many.extend(other);
+    many.sort_unstable();
+    assert_eq!(
+        many,
+        (0..1000).collect::<Vec<_>>(),
+        "every message exactly once"
+    );
+    let (_, last) = poll(
+        &server,
+        &format!("channels=many,other&cursor={cursor}&timeout=1"),
+    )
+    .await;
+    assert_eq!(last["messages"], json!([]));
+}
+
+#[tokio::test]
+async fn gaps_and_token_errors() {
+    let server = TestServer::with(|c| c.history.max_messages = 2).await;
+    for i in 0..5 {
+        server.api().trigger("g", "e", &i.to_string()).await;
+    }
+    let (_, page) = poll(&server, "channels=g&cursor=someotherepoch-1").await;
+    let msgs = page["messages"].as_array().unwrap();
+    assert_eq!(msgs[0]["event"], "crier:gap");
+    assert_eq!(msgs[0]["channel"], "g");
+    assert_eq!(data(&json!({"messages": msgs[1..].to_vec()})), ["3", "4"]);
+    let expired = token::issue(
+        &json!({"channels": ["private-p"], "exp": now() - 1}),
+        SECRET,
+    );
+    let other = token::issue(
+        &json!({"channels": ["private-q"], "exp": now() + 60}),
+        SECRET,
+    );
+    assert_eq!(poll(&server, "channels=private-p").await.0, 401);
+    assert_eq!(
+        poll(&server, &format!("channels=private-p&token={expired}"))
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        poll(&server, &format!("channels=private-p&token={other}"))
+            .await
+            .0,
+        403
+    );
+    assert_eq!(poll(&server, "channels=no%20way").await.0, 400);
+}
+
+#[tokio::test]
+async fn presence_members_stay_while_polling_and_leave_when_polls_stop() {
+    let server = TestServer::with(|c| c.server.poll_presence_grace_secs = 1).await;
+    let mut ws = server.connect().await;
+    ws.subscribe_presence("presence-lp", "ws").await;
+    let t = token::issue(
+        &json!({"channels": ["presence-lp"], "exp": now() + 60, "sub": "poller"}),
+        SECRET,
+    );
+    let (status, _) = poll(
+        &server,
+        &format!("channels=presence-lp&token={t}&timeout=1"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let added = ws.recv_event("pusher_internal:member_added").await;
+    assert!(added["data"].as_str().unwrap().contains("poller"));
+    // A second poll renews the lease: no removal, no second member_added.
+    poll(
+        &server,
+        &format!("channels=presence-lp&token={t}&timeout=1"),
+    )
+    .await;
+    let (_, users) = server
+        .api()
+        .get("/apps/app/channels/presence-lp/users", &[])
+        .await;
+    assert_eq!(users["users"].as_array().unwrap().len(), 2);
+    // Polls stop: after timeout + grace the member leaves.
+    let removed = ws.recv_event("pusher_internal:member_removed").await;
+    assert!(removed["data"].as_str().unwrap().contains("poller"));
+}
