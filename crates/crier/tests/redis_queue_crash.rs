@@ -50,6 +50,8 @@ fn redis_server(dir: &Path) -> Redis {
         .stdout(Stdio::null())
         .spawn()
         .expect("redis-server must be installed");
+    // Owned from here on, so a failed start below still kills and reaps it.
+    let redis = Redis(child, port);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let ok = redis::Client::open(format!("redis://127.0.0.1:{port}"))
@@ -57,7 +59,7 @@ fn redis_server(dir: &Path) -> Redis {
             .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
             .is_ok();
         if ok {
-            return Redis(child, port);
+            return redis;
         }
         assert!(Instant::now() < deadline, "redis-server did not start");
         std::thread::sleep(Duration::from_millis(20));
