@@ -29,6 +29,8 @@ pub(crate) struct Ctx {
     pub(crate) connected: AtomicU64,
     pub(crate) failed: AtomicU64,
     pub(crate) received: AtomicU64,
+    /// When the latest connection finished connecting (or failing), Unix micros.
+    pub(crate) last_admitted_us: AtomicU64,
     pub(crate) latency: hist::Shared,
 }
 
@@ -42,6 +44,7 @@ impl Ctx {
             connected: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             received: AtomicU64::new(0),
+            last_admitted_us: AtomicU64::new(0),
             latency: hist::Shared::new(),
             plan,
         })
@@ -67,7 +70,11 @@ pub(crate) struct ConnResult {
 
 /// Runs connection `idx` until publishing is over and its messages are in (or the
 /// drain time has passed).
-pub(crate) async fn run(ctx: Arc<Ctx>, idx: usize, finish: watch::Receiver<Option<Arc<Finish>>>) -> ConnResult {
+pub(crate) async fn run(
+    ctx: Arc<Ctx>,
+    idx: usize,
+    finish: watch::Receiver<Option<Arc<Finish>>>,
+) -> ConnResult {
     let fin = Finisher::new(finish);
     let recv = Recv::new(&ctx.plan.channels_of(idx));
     match (ctx.plan.target, ctx.plan.transport) {
@@ -93,6 +100,9 @@ impl<'a> Admission<'a> {
         if !self.done {
             self.done = true;
             self.ctx.connected.fetch_add(1, Ordering::Relaxed);
+            self.ctx
+                .last_admitted_us
+                .fetch_max(payload::now_micros(), Ordering::Relaxed);
         }
     }
 }
@@ -101,6 +111,9 @@ impl Drop for Admission<'_> {
     fn drop(&mut self) {
         if !self.done {
             self.ctx.failed.fetch_add(1, Ordering::Relaxed);
+            self.ctx
+                .last_admitted_us
+                .fetch_max(payload::now_micros(), Ordering::Relaxed);
         }
     }
 }
@@ -161,7 +174,11 @@ impl Recv {
 
     fn complete(&self, finish: &Finish) -> bool {
         self.tracks.iter().all(|t| {
-            let published = finish.published.get(t.channel as usize).copied().unwrap_or(0);
+            let published = finish
+                .published
+                .get(t.channel as usize)
+                .copied()
+                .unwrap_or(0);
             t.complete(published)
         })
     }
@@ -217,7 +234,8 @@ impl Finisher {
         }
         loop {
             if let Some(f) = self.rx.borrow_and_update().clone() {
-                self.deadline = Some(Instant::now() + Duration::from_secs_f64(f.drain_secs.max(0.0)));
+                self.deadline =
+                    Some(Instant::now() + Duration::from_secs_f64(f.drain_secs.max(0.0)));
                 self.finish = Some(f);
                 return FinEvent::Published;
             }

@@ -39,13 +39,6 @@ impl Endpoint {
             .with_context(|| format!("{url}: does not resolve"))?;
         Ok(Self { addr, host })
     }
-
-    pub(crate) fn from_addr(addr: SocketAddr) -> Self {
-        Self {
-            addr,
-            host: addr.to_string(),
-        }
-    }
 }
 
 /// The source address of connection `idx` when spreading over `k` loopback

@@ -22,10 +22,7 @@ pub(crate) struct Stamp {
 
 /// Builds the payload string; `size` pads it with `x` up to that many bytes.
 pub(crate) fn encode(stamp: Stamp, size: usize) -> String {
-    let mut s = format!(
-        "crb:{}:{}:{}:",
-        stamp.sent_micros, stamp.seq, stamp.channel
-    );
+    let mut s = format!("crb:{}:{}:{}:", stamp.sent_micros, stamp.seq, stamp.channel);
     if s.len() < size {
         s.extend(std::iter::repeat_n('x', size - s.len()));
     }
@@ -37,7 +34,10 @@ pub(crate) fn encode(stamp: Stamp, size: usize) -> String {
 pub(crate) fn find_from(text: &[u8], from: usize) -> Option<(Stamp, usize)> {
     let mut start = from;
     while start + MARKER.len() <= text.len() {
-        let pos = start + text[start..].windows(MARKER.len()).position(|w| w == MARKER)?;
+        let pos = start
+            + text[start..]
+                .windows(MARKER.len())
+                .position(|w| w == MARKER)?;
         let mut at = pos + MARKER.len();
         let parsed = (|| {
             let sent_micros = number(text, &mut at)?;

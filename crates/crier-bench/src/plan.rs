@@ -97,8 +97,13 @@ pub(crate) enum FromWorker {
         failed: u64,
         received: u64,
     },
-    /// Every connection of the worker is subscribed or has failed.
-    Ready { connected: u64, failed: u64 },
+    /// Every connection of the worker is subscribed or has failed; `last_us` is when
+    /// the last one finished (Unix micros), for an exact connect rate.
+    Ready {
+        connected: u64,
+        failed: u64,
+        last_us: u64,
+    },
     Report(Box<WorkerReport>),
 }
 

@@ -45,12 +45,13 @@ pub(crate) fn server_memory_kib(pids: &[u32]) -> Option<u64> {
 
 /// User plus system CPU seconds of a process (`utime + stime` of `/proc/PID/stat`).
 pub(crate) fn cpu_secs(pid: u32) -> Option<f64> {
-    stat_cpu(&format!("/proc/{pid}/stat"), false)
+    stat_cpu(&format!("/proc/{pid}/stat"))
 }
 
-/// CPU seconds of this process, including its children that have been waited for.
+/// CPU seconds of this process (all threads). Children are not included: workers
+/// report their own, and a spawned server is measured as the server.
 pub(crate) fn self_cpu_secs() -> f64 {
-    stat_cpu("/proc/self/stat", true).unwrap_or(0.0)
+    stat_cpu("/proc/self/stat").unwrap_or(0.0)
 }
 
 /// Sum of [`cpu_secs`] over several processes.
@@ -61,18 +62,14 @@ pub(crate) fn server_cpu_secs(pids: &[u32]) -> Option<f64> {
     pids.iter().map(|&p| cpu_secs(p)).sum()
 }
 
-fn stat_cpu(path: &str, with_children: bool) -> Option<f64> {
+fn stat_cpu(path: &str) -> Option<f64> {
     let text = fs::read_to_string(path).ok()?;
     // The command name is in parentheses and may contain spaces: split after it.
     let rest = &text[text.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    // `rest` starts at field 3 (state); utime is field 14, stime 15, cutime 16, cstime 17.
+    // `rest` starts at field 3 (state); utime is field 14, stime field 15.
     let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok());
-    let mut ticks = field(14)? + field(15)?;
-    if with_children {
-        ticks += field(16)? + field(17)?;
-    }
-    Some(ticks as f64 / TICKS_PER_SEC)
+    Some((field(14)? + field(15)?) as f64 / TICKS_PER_SEC)
 }
 
 /// The soft limit on open files of a running process, from `/proc/PID/limits`.
@@ -118,7 +115,11 @@ pub(crate) fn pids_listening_on(port: u16) -> anyhow::Result<Vec<u32>> {
     let mut pids = Vec::new();
     for entry in fs::read_dir("/proc").context("cannot read /proc")? {
         let Ok(entry) = entry else { continue };
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         let Ok(fds) = fs::read_dir(entry.path().join("fd")) else {
@@ -134,7 +135,9 @@ pub(crate) fn pids_listening_on(port: u16) -> anyhow::Result<Vec<u32>> {
         }
     }
     if pids.is_empty() {
-        bail!("no process visible here holds the socket listening on port {port}; pass --server-pid");
+        bail!(
+            "no process visible here holds the socket listening on port {port}; pass --server-pid"
+        );
     }
     pids.sort_unstable();
     Ok(pids)

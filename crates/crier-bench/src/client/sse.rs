@@ -13,7 +13,12 @@ use hyper::body::Incoming;
 use hyper::Method;
 use std::sync::Arc;
 
-pub(super) async fn run(ctx: Arc<Ctx>, idx: usize, mut fin: Finisher, mut recv: Recv) -> ConnResult {
+pub(super) async fn run(
+    ctx: Arc<Ctx>,
+    idx: usize,
+    mut fin: Finisher,
+    mut recv: Recv,
+) -> ConnResult {
     let mut admission = Admission::new(&ctx);
     let opened = {
         let _permit = ctx.connect_permits.acquire().await.ok();
@@ -38,7 +43,11 @@ pub(super) fn stream_path(ctx: &Ctx, recv: &Recv, kind: &str) -> String {
     match plan.target {
         Target::Crier => {
             let names: Vec<String> = recv.channels().map(|c| plan.channel_name(c)).collect();
-            format!("/app/{}/{kind}?channels={}", plan.app_key, net::encode_query(&names.join(",")))
+            format!(
+                "/app/{}/{kind}?channels={}",
+                plan.app_key,
+                net::encode_query(&names.join(","))
+            )
         }
         Target::Nchan => {
             let channel = recv.channels().next().unwrap_or(0);
@@ -51,17 +60,35 @@ async fn open(ctx: &Ctx, idx: usize, recv: &Recv) -> anyhow::Result<(HttpConn, I
     let src = net::source_ip(idx, ctx.plan.source_addrs);
     let mut conn = HttpConn::open(Some(src), &ctx.endpoint).await?;
     let path = stream_path(ctx, recv, "sse");
-    let headers = [("accept", "text/event-stream"), ("cache-control", "no-cache")];
-    let resp = conn.send(Method::GET, &path, &headers, Bytes::new()).await?;
+    let headers = [
+        ("accept", "text/event-stream"),
+        ("cache-control", "no-cache"),
+    ];
+    let resp = conn
+        .send(Method::GET, &path, &headers, Bytes::new())
+        .await?;
     let status = resp.status().as_u16();
     if status != 200 {
-        let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-        bail!("GET {path}: HTTP {status}: {}", clip(&String::from_utf8_lossy(&body)));
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        bail!(
+            "GET {path}: HTTP {status}: {}",
+            clip(&String::from_utf8_lossy(&body))
+        );
     }
     Ok((conn, resp.into_body()))
 }
 
-async fn pump(ctx: &Ctx, body: &mut Incoming, fin: &mut Finisher, recv: &mut Recv) -> Option<String> {
+async fn pump(
+    ctx: &Ctx,
+    body: &mut Incoming,
+    fin: &mut Finisher,
+    recv: &mut Recv,
+) -> Option<String> {
     let crier = ctx.plan.target == Target::Crier;
     // Bytes after the last complete line.
     let mut partial: Vec<u8> = Vec::new();
@@ -96,5 +123,8 @@ async fn pump(ctx: &Ctx, body: &mut Incoming, fin: &mut Finisher, recv: &mut Rec
 }
 
 fn count(haystack: &[u8], needle: &[u8]) -> u64 {
-    haystack.windows(needle.len()).filter(|w| *w == needle).count() as u64
+    haystack
+        .windows(needle.len())
+        .filter(|w| *w == needle)
+        .count() as u64
 }

@@ -26,7 +26,12 @@ fn config() -> WebSocketConfig {
         .write_buffer_size(0)
 }
 
-pub(super) async fn run(ctx: Arc<Ctx>, idx: usize, mut fin: Finisher, mut recv: Recv) -> ConnResult {
+pub(super) async fn run(
+    ctx: Arc<Ctx>,
+    idx: usize,
+    mut fin: Finisher,
+    mut recv: Recv,
+) -> ConnResult {
     let mut admission = Admission::new(&ctx);
     let opened = {
         let _permit = ctx.connect_permits.acquire().await.ok();
@@ -48,9 +53,12 @@ pub(super) async fn run(ctx: Arc<Ctx>, idx: usize, mut fin: Finisher, mut recv: 
 
 async fn open(ctx: &Ctx, idx: usize, recv: &mut Recv) -> anyhow::Result<Ws> {
     let plan = &ctx.plan;
-    let stream = net::connect(Some(net::source_ip(idx, plan.source_addrs)), ctx.endpoint.addr)
-        .await
-        .context("TCP connect")?;
+    let stream = net::connect(
+        Some(net::source_ip(idx, plan.source_addrs)),
+        ctx.endpoint.addr,
+    )
+    .await
+    .context("TCP connect")?;
     let host = &ctx.endpoint.host;
     let url = match plan.target {
         Target::Crier => format!(
@@ -77,7 +85,10 @@ async fn subscribe(ctx: &Ctx, ws: &mut Ws, recv: &mut Recv) -> anyhow::Result<()
     let first = next_text(ws).await?;
     let event = event_name(&first)?;
     if event != "pusher:connection_established" {
-        bail!("expected pusher:connection_established, got {}", clip(&first));
+        bail!(
+            "expected pusher:connection_established, got {}",
+            clip(&first)
+        );
     }
     let mut pending = HashSet::new();
     for channel in recv.channels().collect::<Vec<_>>() {
