@@ -26,6 +26,8 @@ pub struct AppState {
     pub tasks: TaskTracker,
     /// Presence memberships of long-poll clients between their requests.
     pub poll_leases: Arc<crate::transport::poll::PollLeases>,
+    /// pusher-js HTTP fallback sessions (xhr_streaming, xhr_polling).
+    pub fallback_sessions: Arc<crate::transport::http_fallback::FallbackSessions>,
     draining: Arc<AtomicBool>,
 }
 
@@ -85,8 +87,13 @@ pub async fn run(listener: TcpListener, config: Config) -> anyhow::Result<Runnin
         shutdown: shutdown.clone(),
         tasks: TaskTracker::new(),
         poll_leases: Arc::default(),
+        fallback_sessions: Arc::default(),
         draining: Arc::new(AtomicBool::new(false)),
     };
+    tokio::spawn(crate::transport::http_fallback::reap(
+        state.fallback_sessions.clone(),
+        shutdown.clone(),
+    ));
     tokio::spawn(
         state
             .poll_leases

@@ -1,6 +1,7 @@
 //! Client transports: thin adapters that move bytes between a connection and its
 //! `crier-core` session.
 
+pub mod http_fallback;
 pub mod poll;
 pub mod sse;
 pub(crate) mod stream_request;
@@ -21,4 +22,5 @@ pub(crate) fn routes() -> Router<AppState> {
             "/app/{key}/poll",
             get(poll::handle).options(stream_request::preflight),
         )
+        .merge(http_fallback::routes())
 }

@@ -1,0 +1,463 @@
+//! pusher-js's own HTTP fallbacks, `xhr_streaming` and `xhr_polling`, served under
+//! its default `httpPath` (`/pusher`), so stock pusher-js keeps working where
+//! WebSocket is blocked.
+//!
+//! Wire format (pusher-js `core/http/http_socket.ts`, SockJS-style): the client picks a
+//! session path `<server>/<session>` and POSTs to
+//! `/pusher/app/{key}/<server>/<session>/xhr_streaming` (one long response) or `.../xhr`
+//! (one response per poll) to receive, and to `.../xhr_send` with a JSON array of
+//! Pusher frames (as strings) to send. Responses are lines: `o` (session opened),
+//! `a[...]` (an array of Pusher frames as JSON strings), `h` (heartbeat) and
+//! `c[code,"reason"]` (closed). A polling client reconnects after each answer.
+
+use super::stream_request::{add_cors, cors_origin};
+use crate::server::AppState;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use bytes::{BufMut, BytesMut};
+use crier_core::outbox::{outbox, Disconnect, Next, Outbox, OutboxReceiver};
+use crier_core::session::{Delivery, Session};
+use crier_core::App;
+use crier_protocol::ErrorCode;
+use parking_lot::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// A streaming response is kept alive with `h` lines this often.
+const HEARTBEAT: Duration = Duration::from_secs(25);
+/// A polling request is answered with `h` after this long without messages.
+const POLL_WAIT: Duration = Duration::from_secs(25);
+/// A session with no receiving request for this long is closed.
+const ABANDONED: Duration = Duration::from_secs(60);
+/// Frames per `a[...]` line.
+const MAX_BATCH: usize = 64;
+/// Frames waiting for the client before it counts as a slow consumer.
+const MAX_PENDING: usize = 20_000;
+
+/// The live fallback sessions of this server.
+#[derive(Default)]
+pub struct FallbackSessions {
+    sessions: Mutex<HashMap<String, Arc<HttpSession>>>,
+}
+
+struct HttpSession {
+    session: tokio::sync::Mutex<Session>,
+    /// Sending side of the session's outbox, to stop the pump on close.
+    outbox: Outbox,
+    /// Frames ready for the client, in order: replies of `Session::handle` and
+    /// filtered outbox items, both appended under the session lock.
+    pending: Mutex<VecDeque<Bytes>>,
+    closing: Mutex<Option<Disconnect>>,
+    wake: Notify,
+    /// Each receiving request takes a new generation; an older one still waiting
+    /// (a poll the client gave up on) steps aside instead of taking frames.
+    generation: AtomicU64,
+    last_seen: Mutex<Instant>,
+}
+
+impl HttpSession {
+    fn touch(&self) {
+        *self.last_seen.lock() = Instant::now();
+    }
+
+    fn close(&self, reason: Disconnect) {
+        let mut c = self.closing.lock();
+        if c.is_none() {
+            *c = Some(reason.clone());
+        }
+        drop(c);
+        self.outbox.close(reason);
+        self.wake.notify_waiters();
+    }
+
+    /// Appends frames; call with the session lock held so order is kept.
+    fn push(&self, frames: Vec<Bytes>) {
+        if frames.is_empty() {
+            return;
+        }
+        let mut q = self.pending.lock();
+        if q.len() + frames.len() > MAX_PENDING {
+            drop(q);
+            self.close(Disconnect::slow_consumer());
+            return;
+        }
+        q.extend(frames);
+        drop(q);
+        self.wake.notify_waiters();
+    }
+
+    /// Moves the session's outbox into `pending` until the session closes.
+    async fn pump(self: Arc<Self>, mut rx: OutboxReceiver) {
+        loop {
+            match rx.next().await {
+                Next::Send(item) => {
+                    let mut session = self.session.lock().await;
+                    let mut frames = Vec::new();
+                    if let Delivery::Send(f) = session.outgoing(item) {
+                        frames.push(f);
+                    }
+                    while frames.len() < MAX_BATCH {
+                        let Some(item) = rx.try_next() else { break };
+                        if let Delivery::Send(f) = session.outgoing(item) {
+                            frames.push(f);
+                        }
+                    }
+                    self.push(frames);
+                }
+                Next::Close(reason) => {
+                    self.close(reason);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Up to a batch of frames, waiting at most `wait`; empty when the wait ends or a
+    /// newer request took over; `Err` when the session is closed.
+    async fn next_batch(&self, wait: Duration) -> Result<Vec<Bytes>, Disconnect> {
+        let me = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        self.wake.notify_waiters();
+        let deadline = Instant::now() + wait;
+        loop {
+            let notified = self.wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(reason) = self.closing.lock().clone() {
+                return Err(reason);
+            }
+            if self.generation.load(Ordering::Acquire) != me {
+                return Ok(Vec::new());
+            }
+            {
+                let mut q = self.pending.lock();
+                if !q.is_empty() {
+                    let n = q.len().min(MAX_BATCH);
+                    return Ok(q.drain(..n).collect());
+                }
+            }
+            tokio::select! {
+                () = &mut notified => {}
+                () = tokio::time::sleep_until(deadline) => return Ok(Vec::new()),
+            }
+        }
+    }
+}
+
+pub(crate) fn routes() -> Router<AppState> {
+    let base = "/pusher/app/{key}/{server}/{session}";
+    Router::new()
+        .route(
+            &format!("{base}/xhr_streaming"),
+            post(streaming).options(preflight),
+        )
+        .route(&format!("{base}/xhr"), post(polling).options(preflight))
+        .route(&format!("{base}/xhr_send"), post(send).options(preflight))
+}
+
+/// Runs every few seconds: closes sessions whose client went away.
+pub async fn reap(sessions: Arc<FallbackSessions>, shutdown: tokio_util::sync::CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = shutdown.cancelled() => {
+                for s in sessions.sessions.lock().drain().map(|(_, s)| s) {
+                    s.close(Disconnect::new(ErrorCode::GenericReconnect, "Server is shutting down; reconnect"));
+                }
+                return;
+            }
+        }
+        let now = Instant::now();
+        let gone: Vec<Arc<HttpSession>> = {
+            let mut map = sessions.sessions.lock();
+            let keys: Vec<String> = map
+                .iter()
+                .filter(|(_, s)| {
+                    now.duration_since(*s.last_seen.lock()) > ABANDONED
+                        || s.closing.lock().is_some()
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            keys.iter().filter_map(|k| map.remove(k)).collect()
+        };
+        for s in gone {
+            s.close(Disconnect::new(
+                ErrorCode::GenericReconnect,
+                "session abandoned",
+            ));
+            s.session.lock().await.close();
+        }
+    }
+}
+
+fn session_key(key: &str, server: &str, session: &str) -> String {
+    format!("{key}/{server}/{session}")
+}
+
+fn line(prefix: &str, frames: &[Bytes]) -> Bytes {
+    let mut out = BytesMut::new();
+    out.put_slice(prefix.as_bytes());
+    if prefix == "a" {
+        // Each frame is sent as a JSON string inside the array.
+        let strings: Vec<&str> = frames
+            .iter()
+            .map(|f| std::str::from_utf8(f).unwrap_or("{}"))
+            .collect();
+        out.put_slice(
+            serde_json::to_string(&strings)
+                .unwrap_or_else(|_| "[]".into())
+                .as_bytes(),
+        );
+    }
+    out.put_u8(b'\n');
+    out.freeze()
+}
+
+fn close_line(reason: &Disconnect) -> Bytes {
+    let v = serde_json::json!([reason.code.code(), reason.message]);
+    Bytes::from(format!("c{v}\n"))
+}
+
+/// The app and its CORS origin, or the error response (boxed: responses are large).
+fn app_for(
+    state: &AppState,
+    key: &str,
+    headers: &HeaderMap,
+) -> Result<(Arc<App>, Option<HeaderValue>), Box<Response>> {
+    let Some(app) = state.node.apps.by_key(key).cloned() else {
+        return Err(Box::new(
+            (StatusCode::NOT_FOUND, "unknown app key").into_response(),
+        ));
+    };
+    let origin = cors_origin(&app, headers).map_err(|e| Box::new(e.into_response()))?;
+    Ok((app, origin))
+}
+
+fn respond(body: Body, origin: Option<HeaderValue>) -> Response {
+    let mut res = Response::new(body);
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/javascript; charset=UTF-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(origin) = origin {
+        add_cors(h, origin);
+    }
+    res
+}
+
+/// Finds the session, or opens one (the `o` line and `connection_established`).
+/// The second value holds `connection_established` for a new session (else None).
+fn open_or_find(
+    state: &AppState,
+    app: Arc<App>,
+    key: String,
+) -> Result<(Arc<HttpSession>, Option<Bytes>), Disconnect> {
+    let sessions = &state.fallback_sessions;
+    if let Some(s) = sessions.sessions.lock().get(&key) {
+        s.touch();
+        return Ok((s.clone(), None));
+    }
+    if state.draining() {
+        return Err(Disconnect::new(
+            ErrorCode::GenericReconnect,
+            "Server is shutting down",
+        ));
+    }
+    let (tx, rx) = outbox(state.node.settings.outbox_capacity);
+    let (session, established) = Session::open(state.node.clone(), app, tx.clone())?;
+    let s = Arc::new(HttpSession {
+        session: tokio::sync::Mutex::new(session),
+        outbox: tx,
+        pending: Mutex::new(VecDeque::new()),
+        closing: Mutex::new(None),
+        wake: Notify::new(),
+        generation: AtomicU64::new(0),
+        last_seen: Mutex::new(Instant::now()),
+    });
+    tokio::spawn(s.clone().pump(rx));
+    sessions.sessions.lock().insert(key, s.clone());
+    metrics::counter!("crier_http_fallback_sessions_total").increment(1);
+    Ok((s, Some(established)))
+}
+
+fn forget(state: &AppState, key: &str) {
+    state.fallback_sessions.sessions.lock().remove(key);
+}
+
+async fn streaming(
+    State(state): State<AppState>,
+    Path((key, server, session)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let (app, origin) = match app_for(&state, &key, &headers) {
+        Ok(a) => a,
+        Err(r) => return *r,
+    };
+    let skey = session_key(&key, &server, &session);
+    let (s, first) = match open_or_find(&state, app, skey.clone()) {
+        Ok(x) => x,
+        Err(reason) => return respond(Body::from(close_line(&reason)), origin),
+    };
+    // A 2 KiB prelude makes some proxies and old browsers start delivering the stream.
+    let mut head = BytesMut::new();
+    head.put_slice(&[b'h'; 2048]);
+    head.put_u8(b'\n');
+    if let Some(established) = first {
+        head.put_slice(b"o\n");
+        head.put_slice(&line("a", &[established]));
+    }
+    let shutdown = state.shutdown.clone();
+    let body = futures_util::stream::unfold(
+        (Some(head.freeze()), s, state, skey, false),
+        move |(head, s, state, skey, done)| {
+            let shutdown = shutdown.clone();
+            async move {
+                if let Some(h) = head {
+                    return Some((Ok::<_, std::io::Error>(h), (None, s, state, skey, false)));
+                }
+                if done {
+                    return None;
+                }
+                s.touch();
+                let next = tokio::select! {
+                    b = s.next_batch(HEARTBEAT) => b,
+                    () = shutdown.cancelled() => Err(Disconnect::new(ErrorCode::GenericReconnect, "Server is shutting down; reconnect")),
+                };
+                s.touch();
+                match next {
+                    Ok(batch) if batch.is_empty() => Some((
+                        Ok(Bytes::from_static(b"h\n")),
+                        (None, s, state, skey, false),
+                    )),
+                    Ok(batch) => Some((Ok(line("a", &batch)), (None, s, state, skey, false))),
+                    Err(reason) => {
+                        forget(&state, &skey);
+                        s.session.lock().await.close();
+                        Some((Ok(close_line(&reason)), (None, s, state, skey, true)))
+                    }
+                }
+            }
+        },
+    );
+    respond(Body::from_stream(body), origin)
+}
+
+async fn polling(
+    State(state): State<AppState>,
+    Path((key, server, session)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let (app, origin) = match app_for(&state, &key, &headers) {
+        Ok(a) => a,
+        Err(r) => return *r,
+    };
+    let skey = session_key(&key, &server, &session);
+    let (s, first) = match open_or_find(&state, app, skey.clone()) {
+        Ok(x) => x,
+        Err(reason) => return respond(Body::from(close_line(&reason)), origin),
+    };
+    if let Some(established) = first {
+        // pusher-js takes `o` alone, then polls again: the greeting waits for that poll.
+        s.push(vec![established]);
+        return respond(Body::from(Bytes::from_static(b"o\n")), origin);
+    }
+    tracing::debug!(session = %skey, "xhr poll waiting");
+    let next = tokio::select! {
+        b = s.next_batch(POLL_WAIT) => b,
+        () = state.shutdown.cancelled() => Err(Disconnect::new(ErrorCode::GenericReconnect, "Server is shutting down; reconnect")),
+    };
+    s.touch();
+    tracing::debug!(session = %skey, frames = next.as_ref().map(|b| b.len()).unwrap_or(0), "xhr poll answered");
+    let body = match next {
+        Ok(batch) if batch.is_empty() => Bytes::from_static(b"h\n"),
+        Ok(batch) => line("a", &batch),
+        Err(reason) => {
+            forget(&state, &skey);
+            s.session.lock().await.close();
+            close_line(&reason)
+        }
+    };
+    respond(Body::from(body), origin)
+}
+
+async fn send(
+    State(state): State<AppState>,
+    Path((key, server, session)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (_, origin) = match app_for(&state, &key, &headers) {
+        Ok(a) => a,
+        Err(r) => return *r,
+    };
+    let skey = session_key(&key, &server, &session);
+    let Some(s) = state.fallback_sessions.sessions.lock().get(&skey).cloned() else {
+        return (StatusCode::NOT_FOUND, "no such session").into_response();
+    };
+    s.touch();
+    let Ok(frames) = serde_json::from_slice::<Vec<String>>(&body) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "body must be a JSON array of strings",
+        )
+            .into_response();
+    };
+    tracing::debug!(session = %skey, frames = frames.len(), "xhr send");
+    for frame in frames {
+        // Replies are queued before the lock is released, so no live message that
+        // the pump filters after them can overtake them.
+        let mut session = s.session.lock().await;
+        match session.handle(&frame).await {
+            Ok(replies) => s.push(replies),
+            Err(reason) => {
+                drop(session);
+                s.close(reason);
+                break;
+            }
+        }
+    }
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    if let Some(origin) = origin {
+        add_cors(res.headers_mut(), origin);
+    }
+    res
+}
+
+async fn preflight(
+    State(state): State<AppState>,
+    Path((key, _, _)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let (_, origin) = match app_for(&state, &key, &headers) {
+        Ok(a) => a,
+        Err(r) => return *r,
+    };
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    if let Some(origin) = origin {
+        let h = res.headers_mut();
+        add_cors(h, origin);
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("POST, OPTIONS"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("Content-Type"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
+    }
+    res
+}
