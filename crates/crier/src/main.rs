@@ -56,11 +56,26 @@ fn serve(overrides: &Overrides) -> anyhow::Result<()> {
         .block_on(serve_until_signal(config))
 }
 
+/// Pending connections the kernel may queue before accept. A burst of reconnecting
+/// clients (a deploy, a network blip) arrives faster than one accept loop drains it;
+/// a short queue turns that burst into SYN drops and second-long retransmit waits.
+/// The kernel caps this at net.core.somaxconn.
+const ACCEPT_BACKLOG: u32 = 8192;
+
+fn bind(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(ACCEPT_BACKLOG)
+}
+
 async fn serve_until_signal(config: Config) -> anyhow::Result<()> {
     let addr = config.listen_addr()?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("server.listen: cannot bind {addr}"))?;
+    let listener = bind(addr).with_context(|| format!("server.listen: cannot bind {addr}"))?;
     let dev = config.uses_dev_credentials();
     let apps: Vec<String> = config.apps.iter().map(|a| a.key.clone()).collect();
     let running = crier_server::run(listener, config).await?;

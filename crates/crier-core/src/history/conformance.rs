@@ -285,8 +285,17 @@ async fn disk_store_survives_reopen_with_same_epoch() {
     assert_eq!(s.epoch(), &first.epoch);
     let page = s.read("app", &ch("a"), None, 10).await.unwrap();
     assert_eq!(page.messages.len(), 2);
+    // Tips answered from memory must agree with the disk, before and after a write.
+    assert_eq!(s.tip("app", &ch("a")).await.unwrap(), first);
+    assert_eq!(s.tip("app", &ch("never")).await.unwrap().offset, 0);
+    let at_tip = s.read("app", &ch("a"), Some(&first), 10).await.unwrap();
+    assert!(at_tip.messages.is_empty() && !at_tip.gap && at_tip.position == first);
     let out = s.append(vec![msg("a", "3")]).await.unwrap();
     assert_eq!(out[0].position.offset, 3);
+    assert_eq!(s.tip("app", &ch("a")).await.unwrap().offset, 3);
+    let behind = s.read("app", &ch("a"), Some(&first), 10).await.unwrap();
+    assert_eq!(behind.messages.len(), 1);
+    assert_eq!(behind.messages[0].data.as_ref(), "3");
     drop(s);
     let other = tempfile::tempdir().unwrap();
     assert_ne!(open_disk(other.path(), 100).epoch(), &first.epoch);

@@ -25,6 +25,7 @@ use crate::position::{new_epoch, StreamPosition};
 use async_trait::async_trait;
 use crier_protocol::ChannelName;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -64,6 +65,40 @@ struct Shared {
     epoch: Arc<str>,
     retention: RetentionLookup,
     clock: Clock,
+    tips: Tips,
+}
+
+/// Newest committed offset of each channel, kept by the writer so that a reader whose
+/// cursor is already at the tip (a long-poller or SSE client that keeps up, a
+/// WebSocket resubscribing) is answered without a blocking-pool round trip and a disk
+/// scan. Nested by app so lookups by `&str` need no allocation.
+#[derive(Default)]
+struct Tips {
+    offsets: RwLock<HashMap<Arc<str>, HashMap<ChannelName, u64>>>,
+    /// Set once every channel on disk is listed: then a missing channel has no
+    /// messages, rather than not being looked up yet.
+    complete: AtomicBool,
+}
+
+impl Tips {
+    fn get(&self, app: &str, channel: &ChannelName) -> Option<u64> {
+        let offsets = self.offsets.read();
+        match offsets.get(app).and_then(|c| c.get(channel)) {
+            Some(offset) => Some(*offset),
+            None => self.complete.load(Ordering::Acquire).then_some(0),
+        }
+    }
+
+    fn set(&self, app: &Arc<str>, channel: &ChannelName, offset: u64) {
+        let mut offsets = self.offsets.write();
+        let channels = offsets.entry(app.clone()).or_default();
+        match channels.get_mut(channel) {
+            Some(tip) => *tip = offset,
+            None => {
+                channels.insert(channel.clone(), offset);
+            }
+        }
+    }
 }
 
 impl Shared {
@@ -238,6 +273,7 @@ impl DiskHistory {
             epoch,
             retention,
             clock,
+            tips: Tips::default(),
         });
         let (tx, rx) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
@@ -365,8 +401,9 @@ struct Writer {
 
 impl Writer {
     fn run(mut self, rx: mpsc::Receiver<Command>) {
-        if let Err(e) = self.discover() {
-            tracing::error!(error = %e, "history: listing channels failed");
+        match self.discover() {
+            Ok(()) => self.shared.tips.complete.store(true, Ordering::Release),
+            Err(e) => tracing::error!(error = %e, "history: listing channels failed"),
         }
         while let Ok(first) = rx.recv() {
             let mut requests = Vec::new();
@@ -409,6 +446,7 @@ impl Writer {
             };
             let prefix = codec::prefix(&app, &channel);
             if let Some(span) = self.shared.span_on_disk(&prefix)? {
+                self.shared.tips.set(&app, &channel, span.last);
                 self.spans.insert((app, channel), span);
             }
             from = codec::prefix_end(&prefix);
@@ -432,6 +470,13 @@ impl Writer {
         let before = self.spans.clone();
         match self.write(&requests) {
             Ok(published) => {
+                // Before delivery: a reader that sees a tip must find that message in
+                // the store, and one that subscribed first gets everything after it live.
+                for m in &published {
+                    self.shared
+                        .tips
+                        .set(&m.app_id, &m.channel, m.position.offset);
+                }
                 self.deliver.deliver(&published);
                 let mut it = published.into_iter();
                 for (batch, reply) in requests {
@@ -543,6 +588,18 @@ impl HistoryStore for DiskHistory {
         after: Option<&StreamPosition>,
         limit: usize,
     ) -> Result<HistoryPage, HistoryError> {
+        if let Some(after) = after {
+            let at_tip = after.epoch == self.shared.epoch
+                && self.shared.tips.get(app_id, channel) == Some(after.offset);
+            if at_tip {
+                return Ok(HistoryPage {
+                    messages: Vec::new(),
+                    gap: false,
+                    position: after.clone(),
+                    more: false,
+                });
+            }
+        }
         let (app, channel, after) = (app_id.to_owned(), channel.clone(), after.cloned());
         let limit = limit.max(1);
         self.blocking(move |s| {
@@ -598,6 +655,9 @@ impl HistoryStore for DiskHistory {
         app_id: &str,
         channel: &ChannelName,
     ) -> Result<StreamPosition, HistoryError> {
+        if let Some(tip) = self.shared.tips.get(app_id, channel) {
+            return Ok(StreamPosition::new(self.shared.epoch.clone(), tip));
+        }
         let (app, channel) = (app_id.to_owned(), channel.clone());
         self.blocking(move |s| {
             let tip = s

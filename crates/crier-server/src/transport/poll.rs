@@ -193,7 +193,10 @@ pub(crate) async fn handle(
         stream.advance(item);
     }
     if items.is_empty() {
-        let deadline = Instant::now() + timeout;
+        let expired = tokio::time::sleep_until(Instant::now() + timeout);
+        tokio::pin!(expired);
+        let shutdown = state.shutdown.cancelled();
+        tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 next = rx.next() => match next {
@@ -206,8 +209,8 @@ pub(crate) async fn handle(
                     Next::Send(Outgoing::Frame(_)) => {}
                     Next::Close(_) => break,
                 },
-                () = tokio::time::sleep_until(deadline) => break,
-                () = state.shutdown.cancelled() => break,
+                () = &mut expired => break,
+                () = &mut shutdown => break,
             }
         }
         while items.len() < PAGE {
