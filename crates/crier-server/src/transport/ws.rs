@@ -121,22 +121,14 @@ async fn connection(mut socket: WebSocket, state: AppState, key: String, protoco
     }
     let activity = settings.activity_timeout;
     let pong_wait = settings.pong_timeout;
-    let write_timeout = settings.write_timeout;
-    // One timer and one shutdown waiter for the connection's life, polled in place:
-    // making them anew per loop turn would register and remove a timer entry and a
-    // waiter on the server-wide shutdown token for every delivery. The timer is
-    // moved forward lazily, when it fires, rather than on every incoming frame.
-    let mut last_seen = Instant::now();
+    let mut deadline = Instant::now() + activity;
     let mut awaiting_pong = false;
-    let silence = sleep_until(last_seen + activity);
-    tokio::pin!(silence);
-    let shutdown = state.shutdown.cancelled();
-    tokio::pin!(shutdown);
+    let write_timeout = state.node.settings.write_timeout;
     let reason = loop {
         tokio::select! {
             incoming = socket.recv() => {
                 let Some(Ok(message)) = incoming else { break None };
-                last_seen = Instant::now();
+                deadline = Instant::now() + activity;
                 awaiting_pong = false;
                 match message {
                     // Boxed: the handling future (subscribe, replay) is large and only
@@ -176,23 +168,17 @@ async fn connection(mut socket: WebSocket, state: AppState, key: String, protoco
                 }
                 Next::Close(reason) => break Some(reason),
             },
-            () = &mut silence => {
+            () = sleep_until(deadline) => {
                 if awaiting_pong {
                     break Some(Disconnect::new(ErrorCode::PongNotReceived, "Pong reply not received"));
                 }
-                let now = Instant::now();
-                let idle_until = last_seen + activity;
-                if idle_until > now {
-                    silence.as_mut().reset(idle_until);
-                    continue;
-                }
                 awaiting_pong = true;
-                silence.as_mut().reset(now + pong_wait);
+                deadline = Instant::now() + pong_wait;
                 if socket.send(text(Bytes::from(frames::ping()))).await.is_err() {
                     break None;
                 }
             }
-            () = &mut shutdown => {
+            () = state.shutdown.cancelled() => {
                 break Some(Disconnect::new(ErrorCode::GenericReconnect, "Server is shutting down; reconnect"));
             }
         }
