@@ -41,6 +41,8 @@ pub enum StreamError {
     History(#[from] HistoryError),
     #[error("presence channel {0} is full")]
     PresenceFull(ChannelName),
+    #[error("the app is at its connection limit")]
+    OverQuota,
 }
 
 /// A presence member joining through a stream.
@@ -77,6 +79,11 @@ impl Stream {
         outbox: Outbox,
         replay_limit: usize,
     ) -> Result<(Self, Vec<StreamItem>), StreamError> {
+        // A stream holds a connection open like a WebSocket does, so it counts toward
+        // the app's `max_connections` until it is dropped.
+        if !app.try_add_connection() {
+            return Err(StreamError::OverQuota);
+        }
         let (conn, socket_id) = node.new_connection();
         let mut stream = Self {
             node: node.clone(),
@@ -181,5 +188,6 @@ impl Drop for Stream {
         for channel in &self.channels {
             self.node.hub.unsubscribe(&self.app.id, channel, self.conn);
         }
+        self.app.remove_connection();
     }
 }

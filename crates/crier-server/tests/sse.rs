@@ -310,3 +310,53 @@ async fn streams_end_on_shutdown() {
     assert!(s.next().await.is_none());
     stop.await.unwrap();
 }
+
+#[tokio::test]
+async fn streams_count_toward_the_app_connection_limit() {
+    let server = TestServer::with(|c| {
+        let mut small = app("small", "small-key", "small-secret");
+        small.max_connections = 1;
+        c.apps.push(small);
+    })
+    .await;
+    let url = |path: &str| format!("http://{}/app/small-key/{path}", server.addr);
+    let first = reqwest::get(url("sse?channels=a")).await.unwrap();
+    assert_eq!(first.status(), 200);
+    // The one slot is taken: another stream, a poll and a WebSocket are all refused.
+    let second = reqwest::get(url("sse?channels=a")).await.unwrap();
+    assert_eq!(second.status(), 429);
+    let body: Value = second.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("connection limit"));
+    let poll = reqwest::get(url("poll?channels=a&timeout=0"))
+        .await
+        .unwrap();
+    assert_eq!(poll.status(), 429);
+    let mut ws = Client {
+        ws: Client::raw(&server.ws_url("small-key")).await,
+        socket_id: String::new(),
+    };
+    assert_eq!(ws.recv_close().await.1, 4004);
+    // Closing the stream gives the slot back; a finished poll does not keep it.
+    drop(first);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let res = reqwest::get(url("poll?channels=a&timeout=0"))
+            .await
+            .unwrap();
+        if res.status() == 200 {
+            break;
+        }
+        assert_eq!(res.status(), 429);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the closed stream never gave its slot back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for _ in 0..3 {
+        let res = reqwest::get(url("poll?channels=a&timeout=0"))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+}

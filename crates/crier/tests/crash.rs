@@ -159,6 +159,99 @@ fn crash_and_check(fsync: &str) {
     kill9(&mut child);
 }
 
+/// A publish that reports failure instead of panicking: the server may be gone.
+fn try_publish(addr: &str, data: &str) -> bool {
+    let body = serde_json::json!({"name": "n", "channel": "durable", "data": data}).to_string();
+    let qs = signature::sign_request(
+        "app-key",
+        "app-secret",
+        "POST",
+        "/apps/app/events",
+        &[],
+        body.as_bytes(),
+        now(),
+    );
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(20)));
+    let sent = write!(
+        s,
+        "POST /apps/app/events?{qs} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut text = String::new();
+    sent.is_ok() && s.read_to_string(&mut text).is_ok() && text.starts_with("HTTP/1.1 200")
+}
+
+/// Publishers keep going while the server is killed: whatever was acknowledged
+/// before the kill, with requests still in flight at that moment, is in history
+/// after the restart, in the order each publisher sent it.
+fn crash_mid_publish_and_check(fsync: &str) {
+    const PUBLISHERS: usize = 4;
+    const ACKED_BEFORE_KILL: usize = 400;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr) = start(dir.path(), fsync);
+    let (acks, acked) = std::sync::mpsc::channel::<String>();
+    let publishers: Vec<_> = (0..PUBLISHERS)
+        .map(|p| {
+            let (addr, acks) = (addr.clone(), acks.clone());
+            std::thread::spawn(move || {
+                // Stops at the first failure: the server is gone.
+                for i in 0.. {
+                    let data = format!("{p}:{i}");
+                    if !try_publish(&addr, &data) || acks.send(data).is_err() {
+                        return;
+                    }
+                }
+            })
+        })
+        .collect();
+    drop(acks);
+    let mut acknowledged: Vec<String> = acked.iter().take(ACKED_BEFORE_KILL).collect();
+    kill9(&mut child);
+    for p in publishers {
+        p.join().unwrap();
+    }
+    acknowledged.extend(acked.try_iter());
+    assert!(
+        acknowledged.len() >= ACKED_BEFORE_KILL,
+        "publishing failed early"
+    );
+
+    let (mut child, addr) = start(dir.path(), fsync);
+    let stored: Vec<String> = history(&addr).into_iter().map(|(_, d)| d).collect();
+    for data in &acknowledged {
+        assert!(
+            stored.contains(data),
+            "acknowledged {data} missing after kill -9 ({fsync}); {} stored",
+            stored.len()
+        );
+    }
+    for p in 0..PUBLISHERS {
+        let seq: Vec<u64> = stored
+            .iter()
+            .filter_map(|d| d.strip_prefix(&format!("{p}:")))
+            .map(|i| i.parse().unwrap())
+            .collect();
+        assert!(
+            seq.windows(2).all(|w| w[1] == w[0] + 1),
+            "publisher {p} out of order or with holes: {seq:?}"
+        );
+    }
+    kill9(&mut child);
+}
+
+#[test]
+fn kill_9_mid_publish_loses_nothing_acknowledged_with_grouped_fsync() {
+    crash_mid_publish_and_check("grouped");
+}
+
+#[test]
+fn kill_9_mid_publish_loses_nothing_acknowledged_with_always_fsync() {
+    crash_mid_publish_and_check("always");
+}
+
 #[test]
 fn kill_9_loses_nothing_acknowledged_with_grouped_fsync() {
     crash_and_check("grouped");

@@ -180,13 +180,7 @@ pub(crate) async fn handle(
     .await;
     let (mut stream, replay) = match opened {
         Ok(o) => o,
-        Err(e) => {
-            return super::stream_request::StreamError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                e.to_string(),
-            )
-            .into_response()
-        }
+        Err(e) => return super::stream_request::open_failed(&e, admitted.cors).into_response(),
     };
     let mut items: Vec<bytes::Bytes> = replay.iter().map(StreamItem::envelope).collect();
     for item in &replay {

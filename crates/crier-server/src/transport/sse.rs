@@ -7,7 +7,7 @@ use super::stream_request::{add_cors, admit, StreamQuery};
 use crate::server::AppState;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use crier_core::outbox::{outbox, Next, OutboxReceiver, Outgoing};
@@ -58,13 +58,7 @@ pub(crate) async fn handle(
     .await;
     let (mut stream, replay) = match opened {
         Ok(o) => o,
-        Err(e) => {
-            let status = match e {
-                crier_core::stream::StreamError::PresenceFull(_) => StatusCode::FORBIDDEN,
-                crier_core::stream::StreamError::History(_) => StatusCode::SERVICE_UNAVAILABLE,
-            };
-            return super::stream_request::StreamError::new(status, e.to_string()).into_response();
-        }
+        Err(e) => return super::stream_request::open_failed(&e, admitted.cors).into_response(),
     };
     let mut first = BytesMut::new();
     first.put_slice(format!("retry: {RETRY_MS}\n\n").as_bytes());

@@ -258,3 +258,20 @@ pub(crate) async fn preflight(
         Err(e) => e.into_response(),
     }
 }
+
+/// The error response for a stream that could not be opened, readable cross-origin.
+pub(crate) fn open_failed(
+    e: &crier_core::stream::StreamError,
+    origin: Option<HeaderValue>,
+) -> StreamError {
+    use crier_core::stream::StreamError as E;
+    let status = match e {
+        E::PresenceFull(_) => StatusCode::FORBIDDEN,
+        E::OverQuota => StatusCode::TOO_MANY_REQUESTS,
+        E::History(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    StreamError {
+        origin,
+        ..StreamError::new(status, e.to_string())
+    }
+}
