@@ -467,7 +467,6 @@ impl Writer {
     }
 
     fn append(&mut self, requests: Vec<(Vec<NewMessage>, Reply)>) {
-        let before = self.spans.clone();
         match self.write(&requests) {
             Ok(published) => {
                 // Before delivery: a reader that sees a tip must find that message in
@@ -486,7 +485,17 @@ impl Writer {
             }
             Err(e) => {
                 tracing::error!(error = %e, "history write failed; publishes refused");
-                self.spans = before;
+                // Spans were advanced for a batch that never reached the disk: read the
+                // true ones back. (Cloning every span before each batch to undo instead
+                // cost O(channels) per publish.)
+                for message in requests.iter().flat_map(|(b, _)| b.iter()) {
+                    let key = (message.app_id.clone(), message.channel.clone());
+                    let prefix = codec::prefix(&message.app_id, &message.channel);
+                    match self.shared.span_on_disk(&prefix) {
+                        Ok(Some(span)) => self.spans.insert(key, span),
+                        _ => self.spans.remove(&key),
+                    };
+                }
                 for (_, reply) in requests {
                     let _ = reply.send(Err(HistoryError::Storage(e.to_string())));
                 }
