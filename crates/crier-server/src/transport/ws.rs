@@ -105,54 +105,83 @@ async fn close(socket: &mut WebSocket, reason: &Disconnect) {
     }
 }
 
-async fn connection(mut socket: WebSocket, state: AppState, key: String, protocol: Option<String>) {
-    let app = match admission(&state, &key, protocol.as_deref()) {
-        Ok(app) => app,
-        Err(reason) => return close(&mut socket, &reason).await,
-    };
-    let settings = &state.node.settings;
-    let (tx, mut rx) = outbox(settings.outbox_capacity);
-    let (mut session, established) = match Session::open(state.node.clone(), app, tx) {
-        Ok(opened) => opened,
-        Err(reason) => return close(&mut socket, &reason).await,
-    };
-    if socket.send(text(established)).await.is_err() {
-        return;
-    }
-    let activity = settings.activity_timeout;
-    let pong_wait = settings.pong_timeout;
-    let mut deadline = Instant::now() + activity;
-    let mut awaiting_pong = false;
-    let write_timeout = state.node.settings.write_timeout;
-    let reason = loop {
-        tokio::select! {
-            incoming = socket.recv() => {
-                let Some(Ok(message)) = incoming else { break None };
-                deadline = Instant::now() + activity;
-                awaiting_pong = false;
-                match message {
-                    // Boxed: the handling future (subscribe, replay) is large and only
-                    // lives while a frame is processed; idle connections don't carry it.
-                    Message::Text(t) => match Box::pin(session.handle(t.as_str())).await {
-                        Ok(replies) => {
-                            if Box::pin(write_all(&mut socket, replies)).await.is_err() {
+/// What ended a wait in the connection loop.
+enum Wake {
+    Frame(Option<Result<Message, axum::Error>>),
+    Outbox(Next),
+    Silence,
+    Shutdown,
+}
+
+// A plain fn returning an `async move` block, not an `async fn`: an async fn's task keeps
+// its arguments twice (as captured arguments and as moved-in locals, rust-lang/rust#62958),
+// which was 472 of the 1,760 bytes every connection's task carried.
+#[allow(clippy::manual_async_fn)]
+fn connection(
+    mut socket: WebSocket,
+    state: AppState,
+    key: String,
+    protocol: Option<String>,
+) -> impl std::future::Future<Output = ()> + Send {
+    async move {
+        let app = match admission(&state, &key, protocol.as_deref()) {
+            Ok(app) => app,
+            Err(reason) => return Box::pin(close(&mut socket, &reason)).await,
+        };
+        let settings = &state.node.settings;
+        let (tx, mut rx) = outbox(settings.outbox_capacity);
+        let (mut session, established) = match Session::open(state.node.clone(), app, tx) {
+            Ok(opened) => opened,
+            Err(reason) => return Box::pin(close(&mut socket, &reason)).await,
+        };
+        if socket.send(text(established)).await.is_err() {
+            return;
+        }
+        let activity = settings.activity_timeout;
+        let pong_wait = settings.pong_timeout;
+        let mut deadline = Instant::now() + activity;
+        let mut awaiting_pong = false;
+        let write_timeout = state.node.settings.write_timeout;
+        let reason = loop {
+            // The select only says what woke us; the work happens after it, once its four
+            // futures are gone, so the task does not carry them and the work's futures
+            // (a batch write with its timeout, a ping) at the same time. That keeps every
+            // idle connection's task smaller.
+            let wake = tokio::select! {
+                incoming = socket.recv() => Wake::Frame(incoming),
+                next = rx.next() => Wake::Outbox(next),
+                () = sleep_until(deadline) => Wake::Silence,
+                () = state.shutdown.cancelled() => Wake::Shutdown,
+            };
+            match wake {
+                Wake::Frame(incoming) => {
+                    let Some(Ok(message)) = incoming else {
+                        break None;
+                    };
+                    deadline = Instant::now() + activity;
+                    awaiting_pong = false;
+                    match message {
+                        // Boxed: the handling future (subscribe, replay) is large and only
+                        // lives while a frame is processed; idle connections don't carry it.
+                        Message::Text(t) => match Box::pin(session.handle(t.as_str())).await {
+                            Ok(replies) => {
+                                if Box::pin(write_all(&mut socket, replies)).await.is_err() {
+                                    break None;
+                                }
+                            }
+                            Err(reason) => break Some(reason),
+                        },
+                        Message::Binary(_) => {
+                            let e = frames::error("Binary frames are not supported", None);
+                            if socket.send(text(Bytes::from(e))).await.is_err() {
                                 break None;
                             }
                         }
-                        Err(reason) => break Some(reason),
-                    },
-                    Message::Binary(_) => {
-                        let e = frames::error("Binary frames are not supported", None);
-                        if socket.send(text(Bytes::from(e))).await.is_err() {
-                            break None;
-                        }
+                        Message::Close(_) => break None,
+                        Message::Ping(_) | Message::Pong(_) => {}
                     }
-                    Message::Close(_) => break None,
-                    Message::Ping(_) | Message::Pong(_) => {}
                 }
-            }
-            next = rx.next() => match next {
-                Next::Send(item) => {
+                Wake::Outbox(Next::Send(item)) => {
                     let write = write_batch(&mut socket, &mut session, &mut rx, item);
                     match tokio::time::timeout(write_timeout, write).await {
                         Ok(Ok(())) => {}
@@ -166,28 +195,38 @@ async fn connection(mut socket: WebSocket, state: AppState, key: String, protoco
                         }
                     }
                 }
-                Next::Close(reason) => break Some(reason),
-            },
-            () = sleep_until(deadline) => {
-                if awaiting_pong {
-                    break Some(Disconnect::new(ErrorCode::PongNotReceived, "Pong reply not received"));
+                Wake::Outbox(Next::Close(reason)) => break Some(reason),
+                Wake::Silence => {
+                    if awaiting_pong {
+                        break Some(Disconnect::new(
+                            ErrorCode::PongNotReceived,
+                            "Pong reply not received",
+                        ));
+                    }
+                    awaiting_pong = true;
+                    deadline = Instant::now() + pong_wait;
+                    if socket
+                        .send(text(Bytes::from(frames::ping())))
+                        .await
+                        .is_err()
+                    {
+                        break None;
+                    }
                 }
-                awaiting_pong = true;
-                deadline = Instant::now() + pong_wait;
-                if socket.send(text(Bytes::from(frames::ping()))).await.is_err() {
-                    break None;
+                Wake::Shutdown => {
+                    break Some(Disconnect::new(
+                        ErrorCode::GenericReconnect,
+                        "Server is shutting down; reconnect",
+                    ));
                 }
             }
-            () = state.shutdown.cancelled() => {
-                break Some(Disconnect::new(ErrorCode::GenericReconnect, "Server is shutting down; reconnect"));
-            }
+        };
+        session.close();
+        if let Some(reason) = reason {
+            metrics::counter!("crier_disconnects_total", "code" => reason.code.code().to_string())
+                .increment(1);
+            Box::pin(close(&mut socket, &reason)).await;
         }
-    };
-    session.close();
-    if let Some(reason) = reason {
-        metrics::counter!("crier_disconnects_total", "code" => reason.code.code().to_string())
-            .increment(1);
-        close(&mut socket, &reason).await;
     }
 }
 
