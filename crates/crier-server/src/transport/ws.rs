@@ -141,7 +141,7 @@ fn connection(
         let pong_wait = settings.pong_timeout;
         let mut deadline = Instant::now() + activity;
         let mut awaiting_pong = false;
-        let write_timeout = state.node.settings.write_timeout;
+        let write_timeout = settings.write_timeout;
         let reason = loop {
             // The select only says what woke us; the work happens after it, once its four
             // futures are gone, so the task does not carry them and the work's futures
