@@ -415,14 +415,15 @@ impl Config {
     /// The first problem found, naming its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let listen = self.listen_addr()?;
-        if !self.ingest.udp.listen.is_empty() {
-            self.ingest.udp.listen.parse::<SocketAddr>().map_err(|_| {
+        let udp = match self.ingest.udp.listen.as_str() {
+            "" => None,
+            text => Some(text.parse::<SocketAddr>().map_err(|_| {
                 invalid(
                     "ingest.udp.listen",
                     "not an address (use \"\" to turn it off)",
                 )
-            })?;
-        }
+            })?),
+        };
         if self.apps.is_empty() {
             return Err(invalid("apps", "at least one [[apps]] table is needed"));
         }
@@ -451,6 +452,18 @@ impl Config {
                         "the built-in development secret is refused on the non-loopback address {listen}; set a real secret"
                     ),
                 ));
+            }
+            // Datagrams off loopback are trusted only through their signature, and a
+            // signature made with the published dev secret proves nothing.
+            if let Some(udp) = udp.filter(|a| !a.ip().is_loopback()) {
+                if app.secret == DEV_APP_SECRET {
+                    return Err(invalid(
+                        key("secret"),
+                        format!(
+                            "the built-in development secret is refused with UDP ingest on the non-loopback address {udp} (ingest.udp.listen); set a real secret or listen on loopback"
+                        ),
+                    ));
+                }
             }
             if app.history_max_messages == Some(0) {
                 return Err(invalid(key("history_max_messages"), "must be at least 1"));
@@ -536,6 +549,17 @@ url = "redis://127.0.0.1:6379"
         c.server.listen = "0.0.0.0:6001".into();
         let e = c.validate().unwrap_err().to_string();
         assert!(e.starts_with("apps[0].secret"), "{e}");
+        c.server.listen = "127.0.0.1:6001".into();
+        c.ingest.udp.listen = "0.0.0.0:6002".into();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.starts_with("apps[0].secret"), "{e}");
+        assert!(e.contains("development secret"), "{e}");
+        assert!(e.contains("ingest.udp.listen"), "{e}");
+        c.ingest.udp.listen = "[::1]:6002".into();
+        c.validate().expect("dev secret with UDP on loopback");
+        c.ingest.udp.listen = "0.0.0.0:6002".into();
+        c.apps[0].secret = "a-real-secret".into();
+        c.validate().expect("a real secret with UDP off loopback");
         c.server.listen = "nope".into();
         assert!(c
             .validate()
