@@ -13,9 +13,6 @@ use crier_protocol::{token, ChannelKind, ChannelName};
 use serde::Deserialize;
 use std::sync::Arc;
 
-/// Most channels one stream may carry.
-pub(crate) const MAX_STREAM_CHANNELS: usize = 100;
-
 #[derive(Deserialize, Default)]
 pub(crate) struct StreamQuery {
     pub channels: Option<String>,
@@ -154,17 +151,20 @@ pub(crate) fn admit(
         if !channels.contains(&channel) {
             channels.push(channel);
         }
+        // Checked as the list grows, so a long list is refused before the
+        // de-duplication above does quadratic work on it.
+        let max = app.limits.max_channels_per_connection;
+        if channels.len() > max {
+            return Err(with_cors(StreamError::new(
+                StatusCode::BAD_REQUEST,
+                format!("at most {max} channels per stream"),
+            )));
+        }
     }
     if channels.is_empty() {
         return Err(with_cors(StreamError::new(
             StatusCode::BAD_REQUEST,
             "channels is required (comma-separated)",
-        )));
-    }
-    if channels.len() > MAX_STREAM_CHANNELS {
-        return Err(with_cors(StreamError::new(
-            StatusCode::BAD_REQUEST,
-            format!("at most {MAX_STREAM_CHANNELS} channels per stream"),
         )));
     }
     let mut member = None;
