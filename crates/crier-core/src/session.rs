@@ -309,3 +309,6 @@ impl Drop for Session {
         self.close();
     }
 }
+
+#[cfg(test)]
+mod tests;

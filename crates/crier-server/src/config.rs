@@ -563,4 +563,24 @@ url = "redis://127.0.0.1:6379"
             .to_string()
             .starts_with("server.listen"));
     }
+
+    #[test]
+    fn connection_caps_parse_and_zero_is_refused() {
+        let c = Config::from_toml(
+            "[server]\nmax_fallback_sessions = 5\n\n[[apps]]\nid = \"a\"\nkey = \"k\"\nsecret = \"s\"\nmax_channels_per_connection = 7\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.server.max_fallback_sessions, 5);
+        assert_eq!(c.apps[0].max_channels_per_connection, Some(7));
+        assert_eq!(Config::default().server.max_fallback_sessions, 10_000);
+        let mut zero = c.clone();
+        zero.apps[0].max_channels_per_connection = Some(0);
+        let e = zero.validate().unwrap_err().to_string();
+        assert!(e.starts_with("apps[0].max_channels_per_connection"), "{e}");
+        let mut zero = c;
+        zero.server.max_fallback_sessions = 0;
+        let e = zero.validate().unwrap_err().to_string();
+        assert!(e.starts_with("server.max_fallback_sessions"), "{e}");
+    }
 }

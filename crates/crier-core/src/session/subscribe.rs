@@ -12,7 +12,7 @@ use std::sync::Arc;
 /// Messages read from history per replay page. A page is all a replaying connection
 /// holds (up to 64 events of at most `max_event_size`, plus their frames), so it stays
 /// small; the history store answers each page with one range scan.
-const REPLAY_PAGE: usize = 64;
+pub(super) const REPLAY_PAGE: usize = 64;
 
 /// Where a channel's replay stands between two pages.
 #[derive(Debug)]
