@@ -13,9 +13,6 @@ use crier_protocol::{token, ChannelKind, ChannelName, ChannelNameError};
 use serde::Deserialize;
 use std::sync::Arc;
 
-/// Most channels one stream may carry.
-pub(crate) const MAX_STREAM_CHANNELS: usize = 100;
-
 #[derive(Deserialize, Default)]
 pub(crate) struct StreamQuery {
     pub channels: Option<String>,
@@ -113,29 +110,29 @@ pub(crate) fn cors_origin(
 pub(crate) enum ChannelsError {
     #[error("channels is required (comma-separated)")]
     Missing,
-    #[error("at most {MAX_STREAM_CHANNELS} channels per stream ({0} given)")]
-    TooMany(usize),
+    #[error("at most {max} channels per stream ({given} given)")]
+    TooMany { max: usize, given: usize },
     #[error("invalid channel: {0}")]
     Invalid(ChannelNameError),
     #[error("channel {0} cannot be subscribed to")]
     NotSubscribable(String),
 }
 
-/// Parses the comma-separated `channels` parameter, keeping the first occurrence of
-/// each name in order.
+/// Parses the comma-separated `channels` parameter (at most `max` names, the app's
+/// `max_channels_per_connection`), keeping the first occurrence of each name in order.
 ///
 /// The count is checked before any name is parsed, so a URL listing tens of thousands
 /// of names costs one pass over its bytes rather than a parse (and, with the former
 /// linear de-duplication, a quadratic search) per name. Names are counted as written,
 /// duplicates included: a list over the limit is refused even if it repeats itself.
-pub(crate) fn parse_channels(list: &str) -> Result<Vec<ChannelName>, ChannelsError> {
+pub(crate) fn parse_channels(list: &str, max: usize) -> Result<Vec<ChannelName>, ChannelsError> {
     let names = || list.split(',').filter(|n| !n.is_empty());
     let count = names().count();
     if count == 0 {
         return Err(ChannelsError::Missing);
     }
-    if count > MAX_STREAM_CHANNELS {
-        return Err(ChannelsError::TooMany(count));
+    if count > max {
+        return Err(ChannelsError::TooMany { max, given: count });
     }
     let mut seen = std::collections::HashSet::with_capacity(count);
     let mut channels = Vec::with_capacity(count);
@@ -179,7 +176,8 @@ pub(crate) fn admit(
             "server is shutting down",
         )));
     }
-    let channels = parse_channels(query.channels.as_deref().unwrap_or("")).map_err(|e| {
+    let max = app.limits.max_channels_per_connection;
+    let channels = parse_channels(query.channels.as_deref().unwrap_or(""), max).map_err(|e| {
         let status = match e {
             ChannelsError::NotSubscribable(_) => StatusCode::FORBIDDEN,
             _ => StatusCode::BAD_REQUEST,
@@ -299,52 +297,55 @@ pub(crate) fn open_failed(
 mod tests {
     use super::*;
 
+    /// The default `max_channels_per_connection`.
+    const MAX: usize = 100;
+
     fn names(channels: &[ChannelName]) -> Vec<&str> {
         channels.iter().map(ChannelName::as_str).collect()
     }
 
     #[test]
     fn keeps_first_occurrence_in_order() {
-        let channels = parse_channels("b,a,,b,c,a").unwrap();
+        let channels = parse_channels("b,a,,b,c,a", MAX).unwrap();
         assert_eq!(names(&channels), ["b", "a", "c"]);
     }
 
     #[test]
     fn the_limit_is_checked_before_names_are_parsed() {
         // Every name here is invalid: only a count taken before parsing answers TooMany.
-        let list = vec!["bad name!"; MAX_STREAM_CHANNELS + 1].join(",");
+        let list = vec!["bad name!"; MAX + 1].join(",");
         assert_eq!(
-            parse_channels(&list),
-            Err(ChannelsError::TooMany(MAX_STREAM_CHANNELS + 1))
+            parse_channels(&list, MAX),
+            Err(ChannelsError::TooMany { max: MAX, given: MAX + 1 })
         );
     }
 
     #[test]
     fn exactly_the_limit_is_allowed() {
-        let list: Vec<String> = (0..MAX_STREAM_CHANNELS).map(|i| format!("c{i}")).collect();
+        let list: Vec<String> = (0..MAX).map(|i| format!("c{i}")).collect();
         assert_eq!(
-            parse_channels(&list.join(",")).unwrap().len(),
-            MAX_STREAM_CHANNELS
+            parse_channels(&list.join(","), MAX).unwrap().len(),
+            MAX
         );
     }
 
     #[test]
     fn a_huge_list_is_refused_quickly() {
         let list: Vec<String> = (0..20_000).map(|i| format!("c{i}")).collect();
-        let err = parse_channels(&list.join(",")).unwrap_err();
-        assert_eq!(err, ChannelsError::TooMany(20_000));
+        let err = parse_channels(&list.join(","), MAX).unwrap_err();
+        assert_eq!(err, ChannelsError::TooMany { max: MAX, given: 20_000 });
         assert!(err.to_string().contains("at most 100 channels"), "{err}");
     }
 
     #[test]
     fn empty_invalid_and_server_to_user_lists_are_refused() {
-        assert_eq!(parse_channels(",,"), Err(ChannelsError::Missing));
+        assert_eq!(parse_channels(",,", MAX), Err(ChannelsError::Missing));
         assert!(matches!(
-            parse_channels("ok,bad name!"),
+            parse_channels("ok,bad name!", MAX),
             Err(ChannelsError::Invalid(_))
         ));
         assert_eq!(
-            parse_channels("#server-to-user-1"),
+            parse_channels("#server-to-user-1", MAX),
             Err(ChannelsError::NotSubscribable("#server-to-user-1".into()))
         );
     }
