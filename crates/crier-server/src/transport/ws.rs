@@ -1,6 +1,9 @@
 //! The Pusher protocol over WebSocket. One task per connection reads client frames
 //! into the session, drains the session's outbox into the socket (several queued
-//! frames per flush), pings on silence and closes with Pusher's codes.
+//! frames per flush), pings on silence and closes with Pusher's codes. [`wire`] holds
+//! what the WebSocket layer itself decides: upgrade limits and protocol-error closes.
+
+pub mod wire;
 
 use crate::server::AppState;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -30,18 +33,10 @@ pub(crate) async fn upgrade(
     Query(query): Query<ConnectQuery>,
     State(state): State<AppState>,
 ) -> Response {
-    let max = state.config.server.max_frame_bytes;
-    // tungstenite preallocates a 128 KiB read buffer per connection by default; a
-    // small one keeps idle connections cheap and grows only for large frames. Writes
-    // gather up to 8 KiB of queued frames before a syscall (flushed after each batch).
-    ws.max_message_size(max)
-        .max_frame_size(max)
-        .read_buffer_size(512)
-        .write_buffer_size(8 * 1024)
-        .on_upgrade(move |socket| {
-            let tasks = state.tasks.clone();
-            tasks.track_future(connection(socket, state, key, query.protocol))
-        })
+    wire::configure(ws, state.config.server.max_frame_bytes).on_upgrade(move |socket| {
+        let tasks = state.tasks.clone();
+        tasks.track_future(connection(socket, state, key, query.protocol))
+    })
 }
 
 /// Why the connection may not start, checked before a session exists.
@@ -105,6 +100,18 @@ async fn close(socket: &mut WebSocket, reason: &Disconnect) {
     }
 }
 
+/// How the connection loop ended, which decides what the client is told.
+enum End {
+    /// The client is gone or stopped reading: nothing can reach it.
+    Quiet,
+    /// The client sent a close frame; tungstenite's reply still has to be flushed.
+    ClosedByClient,
+    /// A Pusher-level close: `pusher:error`, then a close frame with its code.
+    Pusher(Disconnect),
+    /// The client broke the WebSocket protocol (1002, 1007, 1009).
+    Failed(CloseFrame),
+}
+
 /// What ended a wait in the connection loop.
 enum Wake {
     Frame(Option<Result<Message, axum::Error>>),
@@ -142,7 +149,7 @@ fn connection(
         let mut deadline = Instant::now() + activity;
         let mut awaiting_pong = false;
         let write_timeout = settings.write_timeout;
-        let reason = loop {
+        let end = loop {
             // The select only says what woke us; the work happens after it, once its four
             // futures are gone, so the task does not carry them and the work's futures
             // (a batch write with its timeout, a ping) at the same time. That keeps every
@@ -155,8 +162,13 @@ fn connection(
             };
             match wake {
                 Wake::Frame(incoming) => {
-                    let Some(Ok(message)) = incoming else {
-                        break None;
+                    let message = match incoming {
+                        Some(Ok(message)) => message,
+                        Some(Err(error)) => match wire::close_frame_for(error) {
+                            Some(frame) => break End::Failed(frame),
+                            None => break End::Quiet,
+                        },
+                        None => break End::Quiet,
                     };
                     deadline = Instant::now() + activity;
                     awaiting_pong = false;
@@ -166,18 +178,18 @@ fn connection(
                         Message::Text(t) => match Box::pin(session.handle(t.as_str())).await {
                             Ok(replies) => {
                                 if Box::pin(write_all(&mut socket, replies)).await.is_err() {
-                                    break None;
+                                    break End::Quiet;
                                 }
                             }
-                            Err(reason) => break Some(reason),
+                            Err(reason) => break End::Pusher(reason),
                         },
                         Message::Binary(_) => {
                             let e = frames::error("Binary frames are not supported", None);
                             if socket.send(text(Bytes::from(e))).await.is_err() {
-                                break None;
+                                break End::Quiet;
                             }
                         }
-                        Message::Close(_) => break None,
+                        Message::Close(_) => break End::ClosedByClient,
                         Message::Ping(_) | Message::Pong(_) => {}
                     }
                 }
@@ -185,7 +197,7 @@ fn connection(
                     let write = write_batch(&mut socket, &mut session, &mut rx, item);
                     match tokio::time::timeout(write_timeout, write).await {
                         Ok(Ok(())) => {}
-                        Ok(Err(_)) => break None,
+                        Ok(Err(_)) => break End::Quiet,
                         Err(_) => {
                             // The client stopped reading: its socket is full, so not even
                             // a close frame would get through. Drop it; it can resume.
@@ -195,10 +207,10 @@ fn connection(
                         }
                     }
                 }
-                Wake::Outbox(Next::Close(reason)) => break Some(reason),
+                Wake::Outbox(Next::Close(reason)) => break End::Pusher(reason),
                 Wake::Silence => {
                     if awaiting_pong {
-                        break Some(Disconnect::new(
+                        break End::Pusher(Disconnect::new(
                             ErrorCode::PongNotReceived,
                             "Pong reply not received",
                         ));
@@ -210,11 +222,11 @@ fn connection(
                         .await
                         .is_err()
                     {
-                        break None;
+                        break End::Quiet;
                     }
                 }
                 Wake::Shutdown => {
-                    break Some(Disconnect::new(
+                    break End::Pusher(Disconnect::new(
                         ErrorCode::GenericReconnect,
                         "Server is shutting down; reconnect",
                     ));
@@ -222,11 +234,28 @@ fn connection(
             }
         };
         session.close();
-        if let Some(reason) = reason {
-            metrics::counter!("crier_disconnects_total", "code" => reason.code.code().to_string())
-                .increment(1);
-            Box::pin(close(&mut socket, &reason)).await;
-        }
+        // One boxed future that takes `end` by value: matching here, with an await per
+        // arm, would keep `end` in every connection's task for its whole life (48 bytes,
+        // and the task's allocation grows in 128-byte steps).
+        Box::pin(finish(&mut socket, end, write_timeout)).await;
+    }
+}
+
+/// Tells the client how the connection ended.
+async fn finish(socket: &mut WebSocket, end: End, write_timeout: std::time::Duration) {
+    let code = match &end {
+        End::Quiet | End::ClosedByClient => None,
+        End::Pusher(reason) => Some(reason.code.code()),
+        End::Failed(frame) => Some(frame.code),
+    };
+    if let Some(code) = code {
+        metrics::counter!("crier_disconnects_total", "code" => code.to_string()).increment(1);
+    }
+    match end {
+        End::Quiet => {}
+        End::ClosedByClient => wire::finish_client_close(socket, write_timeout).await,
+        End::Pusher(reason) => close(socket, &reason).await,
+        End::Failed(frame) => wire::fail(socket, frame, write_timeout).await,
     }
 }
 
