@@ -3,7 +3,10 @@
 //! frames per flush), writes resume replays a page at a time, pings on silence and
 //! closes with Pusher's codes. Every write is bounded by `write_timeout`: a client
 //! that stops reading is dropped (it can resume with `since`) instead of holding the
-//! task and whatever it was about to write.
+//! task and whatever it was about to write. [`wire`] holds what the WebSocket layer
+//! itself decides: upgrade limits and protocol-error closes.
+
+pub mod wire;
 
 use crate::server::AppState;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -37,18 +40,10 @@ pub(crate) async fn upgrade(
     Query(query): Query<ConnectQuery>,
     State(state): State<AppState>,
 ) -> Response {
-    let max = state.config.server.max_frame_bytes;
-    // tungstenite preallocates a 128 KiB read buffer per connection by default; a
-    // small one keeps idle connections cheap and grows only for large frames. Writes
-    // gather up to 8 KiB of queued frames before a syscall (flushed after each batch).
-    ws.max_message_size(max)
-        .max_frame_size(max)
-        .read_buffer_size(512)
-        .write_buffer_size(8 * 1024)
-        .on_upgrade(move |socket| {
-            let tasks = state.tasks.clone();
-            tasks.track_future(connection(socket, state, key, query.protocol))
-        })
+    wire::configure(ws, state.config.server.max_frame_bytes).on_upgrade(move |socket| {
+        let tasks = state.tasks.clone();
+        tasks.track_future(connection(socket, state, key, query.protocol))
+    })
 }
 
 /// Why the connection may not start, checked before a session exists.
@@ -137,12 +132,16 @@ impl Future for Now {
     }
 }
 
-/// Why the connection loop ended.
+/// Why the connection loop ended, which decides what the client is told.
 enum End {
-    /// Tell the client why, then close.
+    /// Tell the client why (`pusher:error`), then close with that code.
     Close(Disconnect),
-    /// The client closed or the socket failed.
+    /// The socket failed or ended: nothing can reach the client.
     Gone,
+    /// The client sent a close frame; tungstenite's reply still has to be flushed.
+    ClosedByClient,
+    /// The client broke the WebSocket protocol (1002, 1007, 1009).
+    Failed(CloseFrame),
     /// A write did not finish within `write_timeout`: the client stopped reading and
     /// its socket is full, so not even a close frame would get through.
     Stalled,
@@ -212,8 +211,13 @@ fn connection(
             };
             match wake {
                 Wake::Frame(incoming) => {
-                    let Some(Ok(message)) = incoming else {
-                        break End::Gone;
+                    let message = match incoming {
+                        Some(Ok(message)) => message,
+                        Some(Err(error)) => match wire::close_frame_for(error) {
+                            Some(frame) => break End::Failed(frame),
+                            None => break End::Gone,
+                        },
+                        None => break End::Gone,
                     };
                     deadline = Instant::now() + activity;
                     awaiting_pong = false;
@@ -228,7 +232,7 @@ fn connection(
                             "Binary frames are not supported",
                             None,
                         ))],
-                        Message::Close(_) => break End::Gone,
+                        Message::Close(_) => break End::ClosedByClient,
                         Message::Ping(_) | Message::Pong(_) => Vec::new(),
                     };
                     if replies.is_empty() {
@@ -279,17 +283,31 @@ fn connection(
             }
         };
         session.close();
-        match end {
-            End::Close(reason) => {
-                metrics::counter!("crier_disconnects_total", "code" => reason.code.code().to_string())
-                    .increment(1);
-                Box::pin(close(&mut socket, &reason, write_timeout)).await;
-            }
-            End::Stalled => {
-                metrics::counter!("crier_slow_consumer_disconnects_total").increment(1);
-            }
-            End::Gone => {}
+        // One boxed future that takes `end` by value: matching here, with an await per
+        // arm, would keep `end` in every connection's task for its whole life (the
+        // task's allocation grows in 128-byte steps).
+        Box::pin(finish(&mut socket, end, write_timeout)).await;
+    }
+}
+
+/// Tells the client how the connection ended, as far as anything can still reach it.
+async fn finish(socket: &mut WebSocket, end: End, write_timeout: Duration) {
+    match end {
+        End::Close(reason) => {
+            metrics::counter!("crier_disconnects_total", "code" => reason.code.code().to_string())
+                .increment(1);
+            close(socket, &reason, write_timeout).await;
         }
+        End::Failed(frame) => {
+            metrics::counter!("crier_disconnects_total", "code" => frame.code.to_string())
+                .increment(1);
+            wire::fail(socket, frame, write_timeout).await;
+        }
+        End::Stalled => {
+            metrics::counter!("crier_slow_consumer_disconnects_total").increment(1);
+        }
+        End::ClosedByClient => wire::finish_client_close(socket, write_timeout).await,
+        End::Gone => {}
     }
 }
 
