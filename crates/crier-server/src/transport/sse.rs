@@ -53,25 +53,19 @@ pub(crate) async fn handle(
         admitted.cursor.as_ref(),
         admitted.member.as_ref(),
         tx,
-        state.node.settings.replay_limit,
     )
     .await;
-    let (mut stream, replay) = match opened {
+    let stream = match opened {
         Ok(o) => o,
         Err(e) => return super::stream_request::open_failed(&e, admitted.cors).into_response(),
     };
-    let mut first = BytesMut::new();
-    first.put_slice(format!("retry: {RETRY_MS}\n\n").as_bytes());
-    for item in &replay {
-        stream.advance(item);
-        push_event(&mut first, &stream.cursor(), &item.envelope());
-    }
+    let first = Bytes::from(format!("retry: {RETRY_MS}\n\n"));
     metrics::gauge!("crier_sse_streams").increment(1.0);
     let body = SseBody {
         stream,
         rx,
         shutdown: state.shutdown.clone(),
-        pending: Some(first.freeze()),
+        pending: Some(first),
     };
     let mut res = Response::new(Body::from_stream(futures_util::stream::unfold(
         body,
@@ -123,6 +117,35 @@ impl SseBody {
         }
         loop {
             let mut buf = BytesMut::new();
+            if self.stream.replaying() {
+                // Missed messages go out a page per chunk, each read only once the
+                // previous chunk was taken, so a client that reads slowly (or not at
+                // all) holds one page. Live messages of channels already caught up
+                // are drained first: a long replay must not overflow the outbox.
+                for _ in 0..MAX_BATCH {
+                    let Some(item) = self.rx.try_next() else {
+                        break;
+                    };
+                    self.add(&mut buf, item);
+                }
+                match self.stream.replay_page(MAX_BATCH).await {
+                    Ok(page) => {
+                        for item in &page {
+                            self.stream.advance(item);
+                            push_event(&mut buf, &self.stream.cursor(), &item.envelope());
+                        }
+                    }
+                    Err(e) => {
+                        // The browser reconnects with its cursor and resumes.
+                        tracing::warn!(error = %e, "history read failed during an SSE resume");
+                        return None;
+                    }
+                }
+                if !buf.is_empty() {
+                    return Some((Ok(buf.freeze()), self));
+                }
+                continue;
+            }
             tokio::select! {
                 next = self.rx.next() => match next {
                     Next::Send(item) => {
