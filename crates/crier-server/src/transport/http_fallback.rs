@@ -17,12 +17,12 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::Router;
+use axum::{Json, Router};
 use bytes::{BufMut, BytesMut};
 use crier_core::outbox::{outbox, Disconnect, Next, Outbox, OutboxReceiver};
 use crier_core::session::{Delivery, Session};
 use crier_core::App;
-use crier_protocol::ErrorCode;
+use crier_protocol::{frames, ErrorCode};
 use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -54,13 +54,23 @@ struct HttpSession {
     outbox: Outbox,
     /// Frames ready for the client, in order: replies of `Session::handle` and
     /// filtered outbox items, both appended under the session lock.
-    pending: Mutex<VecDeque<Bytes>>,
+    pending: Mutex<Pending>,
+    /// How long frames may wait with no request taking them (`write_timeout`).
+    write_timeout: Duration,
     closing: Mutex<Option<Disconnect>>,
     wake: Notify,
     /// Each receiving request takes a new generation; an older one still waiting
     /// (a poll the client gave up on) steps aside instead of taking frames.
     generation: AtomicU64,
     last_seen: Mutex<Instant>,
+}
+
+#[derive(Default)]
+struct Pending {
+    frames: VecDeque<Bytes>,
+    /// When the oldest frame still waiting was queued, or the last time a request
+    /// took frames while more stayed behind.
+    since: Option<Instant>,
 }
 
 impl HttpSession {
@@ -78,18 +88,33 @@ impl HttpSession {
         self.wake.notify_waiters();
     }
 
+    /// Whether frames have waited longer than `write_timeout` with nobody taking them.
+    fn stalled(&self, pending: &Pending) -> bool {
+        pending
+            .since
+            .is_some_and(|t| t.elapsed() > self.write_timeout)
+    }
+
     /// Appends frames; call with the session lock held so order is kept.
     fn push(&self, frames: Vec<Bytes>) {
         if frames.is_empty() {
             return;
         }
         let mut q = self.pending.lock();
-        if q.len() + frames.len() > MAX_PENDING {
+        // A client whose stream was cut (write_timeout) or who stopped polling takes
+        // nothing: close it as the WebSocket loop would rather than queue up to
+        // MAX_PENDING frames until the session is reaped as abandoned.
+        if self.stalled(&q) || q.frames.len() + frames.len() > MAX_PENDING {
+            q.frames = VecDeque::new();
+            q.since = None;
             drop(q);
             self.close(Disconnect::slow_consumer());
             return;
         }
-        q.extend(frames);
+        if q.frames.is_empty() {
+            q.since = Some(Instant::now());
+        }
+        q.frames.extend(frames);
         drop(q);
         self.wake.notify_waiters();
     }
@@ -138,9 +163,11 @@ impl HttpSession {
             }
             {
                 let mut q = self.pending.lock();
-                if !q.is_empty() {
-                    let n = q.len().min(MAX_BATCH);
-                    return Ok(q.drain(..n).collect());
+                if !q.frames.is_empty() {
+                    let n = q.frames.len().min(MAX_BATCH);
+                    let batch = q.frames.drain(..n).collect();
+                    q.since = (!q.frames.is_empty()).then(Instant::now);
+                    return Ok(batch);
                 }
             }
             tokio::select! {
@@ -183,16 +210,20 @@ pub async fn reap(sessions: Arc<FallbackSessions>, shutdown: tokio_util::sync::C
                 .filter(|(_, s)| {
                     now.duration_since(*s.last_seen.lock()) > ABANDONED
                         || s.closing.lock().is_some()
+                        // Its stream was cut and no new request came for the frames.
+                        || s.stalled(&s.pending.lock())
                 })
                 .map(|(k, _)| k.clone())
                 .collect();
             keys.iter().filter_map(|k| map.remove(k)).collect()
         };
         for s in gone {
-            s.close(Disconnect::new(
-                ErrorCode::GenericReconnect,
-                "session abandoned",
-            ));
+            let reason = if s.stalled(&s.pending.lock()) {
+                Disconnect::slow_consumer()
+            } else {
+                Disconnect::new(ErrorCode::GenericReconnect, "session abandoned")
+            };
+            s.close(reason);
             s.session.lock().await.close();
         }
     }
@@ -278,7 +309,8 @@ fn open_or_find(
     let s = Arc::new(HttpSession {
         session: tokio::sync::Mutex::new(session),
         outbox: tx,
-        pending: Mutex::new(VecDeque::new()),
+        pending: Mutex::default(),
+        write_timeout: state.node.settings.write_timeout,
         closing: Mutex::new(None),
         wake: Notify::new(),
         generation: AtomicU64::new(0),
@@ -390,11 +422,31 @@ async fn polling(
     respond(Body::from(body), origin)
 }
 
+/// An `xhr_send` refusal: a JSON error for the HTTP client and, because pusher-js
+/// ignores the answer to its sends, a `pusher:error` frame on the session's receiving
+/// side so the page's `connection.bind("error")` hears of it. The session stays open,
+/// as it does for a client event over `max_event_size`.
+async fn refuse_send(
+    s: &HttpSession,
+    status: StatusCode,
+    message: String,
+    origin: Option<HeaderValue>,
+) -> Response {
+    let session = s.session.lock().await;
+    s.push(vec![Bytes::from(frames::error(&message, None))]);
+    drop(session);
+    let mut res = (status, Json(serde_json::json!({ "error": message }))).into_response();
+    if let Some(origin) = origin {
+        add_cors(res.headers_mut(), origin);
+    }
+    res
+}
+
 async fn send(
     State(state): State<AppState>,
     Path((key, server, session)): Path<(String, String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let (_, origin) = match app_for(&state, &key, &headers) {
         Ok(a) => a,
@@ -405,6 +457,18 @@ async fn send(
         return (StatusCode::NOT_FOUND, "no such session").into_response();
     };
     s.touch();
+    let limits = &state.config.server;
+    // Each frame arrives JSON-escaped inside a string, which at most about doubles a
+    // Pusher frame (its quotes and backslashes); the frames are checked one by one below.
+    let limit = limits.max_body_bytes.max(2 * limits.max_frame_bytes);
+    let deadline = Duration::from_secs(limits.handshake_timeout_secs);
+    let body = match crate::request_body::read(&headers, body, limit, deadline).await {
+        Ok(body) => body,
+        Err(e) => {
+            let key = "server.max_body_bytes, or twice server.max_frame_bytes";
+            return refuse_send(&s, e.status(), e.message(key), origin).await;
+        }
+    };
     let Ok(frames) = serde_json::from_slice::<Vec<String>>(&body) else {
         return (
             StatusCode::BAD_REQUEST,
@@ -412,6 +476,16 @@ async fn send(
         )
             .into_response();
     };
+    // The same limit as a WebSocket message; the whole send is refused, so no frame of
+    // it is handled.
+    if let Some(big) = frames.iter().find(|f| f.len() > limits.max_frame_bytes) {
+        let message = format!(
+            "frame of {} bytes is larger than {} bytes (server.max_frame_bytes)",
+            big.len(),
+            limits.max_frame_bytes
+        );
+        return refuse_send(&s, StatusCode::PAYLOAD_TOO_LARGE, message, origin).await;
+    }
     tracing::debug!(session = %skey, frames = frames.len(), "xhr send");
     for frame in frames {
         // Replies are queued before the lock is released, so no live message that

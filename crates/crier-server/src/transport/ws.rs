@@ -134,7 +134,18 @@ fn connection(
             Ok(opened) => opened,
             Err(reason) => return Box::pin(close(&mut socket, &reason)).await,
         };
-        if socket.send(text(established)).await.is_err() {
+        // The last stage of the handshake: a client that cannot take even this frame
+        // is gone or hostile, and must not hold the connection until the first ping.
+        // Boxed so the timer is not part of every idle connection's task.
+        let handshake = std::time::Duration::from_secs(state.config.server.handshake_timeout_secs);
+        if !matches!(
+            Box::pin(tokio::time::timeout(
+                handshake,
+                socket.send(text(established))
+            ))
+            .await,
+            Ok(Ok(()))
+        ) {
             return;
         }
         let activity = settings.activity_timeout;
