@@ -170,6 +170,33 @@ async fn idle_keep_alive_connections_are_closed_too() {
 }
 
 #[tokio::test]
+async fn responses_longer_than_the_deadline_are_not_cut() {
+    let server = strict_server().await;
+    let res = reqwest::get(format!(
+        "http://{}/app/{KEY}/sse?channels=long",
+        server.addr
+    ))
+    .await
+    .unwrap();
+    let mut sse = SseStream::new(res);
+    subscriptions(&server, "long", 1).await;
+    // The deadline covers reading a request, not the response that follows.
+    let poll = reqwest::get(format!(
+        "http://{}/app/{KEY}/poll?channels=other&timeout=2",
+        server.addr
+    ));
+    let (poll, ()) = tokio::join!(poll, tokio::time::sleep(DEADLINE * 2));
+    let poll = poll.unwrap();
+    assert_eq!(poll.status(), 200);
+    let body: Value = poll.json().await.unwrap();
+    assert_eq!(body["messages"], json!([]), "{body}");
+    let (status, _) = server.api().trigger("long", "e", "still here").await;
+    assert_eq!(status, 200);
+    let ev = sse.next().await.expect("stream open");
+    assert_eq!(ev.json()["data"], "still here");
+}
+
+#[tokio::test]
 async fn headers_over_max_header_bytes_get_431() {
     let server = TestServer::with(|c| c.server.max_header_bytes = 8 * 1024).await;
     let request = |pad: usize| {
