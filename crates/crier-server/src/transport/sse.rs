@@ -10,7 +10,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
-use crier_core::outbox::{outbox, Next, OutboxReceiver, Outgoing};
+use crier_core::outbox::{outbox, Disconnect, Next, OutboxReceiver, Outgoing};
 use crier_core::stream::{Stream, StreamItem};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -155,7 +155,14 @@ impl SseBody {
                             self.add(&mut buf, item);
                         }
                     }
-                    // Slow consumer: end the stream; the browser resumes from its cursor.
+                    // Slow consumer: drop the connection rather than end the response.
+                    // Ending it gracefully would leave hyper flushing what the client
+                    // does not read until the write deadline (and count the client a
+                    // second time there). The browser resumes from its cursor either way.
+                    Next::Close(reason) if reason == Disconnect::slow_consumer() => {
+                        let e = std::io::Error::other("slow consumer");
+                        return Some((Err(e), self));
+                    }
                     Next::Close(_) => return None,
                 },
                 () = tokio::time::sleep(HEARTBEAT) => buf.put_slice(b": heartbeat\n\n"),
