@@ -75,24 +75,6 @@ async fn wait_for_metric(server: &TestServer, name: &str, at_least: f64, within:
     }
 }
 
-async fn subscriptions(server: &TestServer, channel: &str, n: u64) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let (_, info) = server
-            .api()
-            .get(
-                &format!("/apps/app/channels/{channel}"),
-                &[("info", "subscription_count")],
-            )
-            .await;
-        if info["subscription_count"].as_u64() == Some(n) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{channel}: {info}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 #[tokio::test]
 async fn connections_without_a_complete_request_are_closed_at_the_deadline() {
     let server = strict_server().await;
@@ -179,7 +161,7 @@ async fn responses_longer_than_the_deadline_are_not_cut() {
     .await
     .unwrap();
     let mut sse = SseStream::new(res);
-    subscriptions(&server, "long", 1).await;
+    server.wait_subscriptions("long", 1).await;
     // The deadline covers reading a request, not the response that follows.
     let poll = reqwest::get(format!(
         "http://{}/app/{KEY}/poll?channels=other&timeout=2",
@@ -498,7 +480,7 @@ async fn streams_whose_client_stopped_reading_are_dropped_after_write_timeout() 
     .await
     .unwrap();
     let mut normal = SseStream::new(res);
-    subscriptions(&server, "sse-hose", 2).await;
+    server.wait_subscriptions("sse-hose", 2).await;
     let reader = tokio::spawn(async move {
         for i in 0..EVENTS {
             let ev = normal.next().await.expect("stream open");
@@ -512,7 +494,7 @@ async fn streams_whose_client_stopped_reading_are_dropped_after_write_timeout() 
         .unwrap()
         .unwrap();
     // The stalled stream is gone from the hub; the reader's is still there.
-    subscriptions(&server, "sse-hose", 1).await;
+    server.wait_subscriptions("sse-hose", 1).await;
     drop(normal);
 
     // pusher-js xhr_streaming.
@@ -546,7 +528,7 @@ async fn streams_whose_client_stopped_reading_are_dropped_after_write_timeout() 
         .await
         .unwrap();
     subscribe("normal").await;
-    subscriptions(&server, "xhr-hose", 2).await;
+    server.wait_subscriptions("xhr-hose", 2).await;
     let reader = tokio::spawn(async move {
         let mut buffer = String::new();
         let mut next = 0;
@@ -579,7 +561,7 @@ async fn streams_whose_client_stopped_reading_are_dropped_after_write_timeout() 
         .unwrap()
         .unwrap();
     // The stalled session is reaped (its frames waited past write_timeout).
-    subscriptions(&server, "xhr-hose", 1).await;
+    server.wait_subscriptions("xhr-hose", 1).await;
     drop(normal);
 
     // A stalled SSE stream whose queue overflows too: one disconnect, counted once.
@@ -600,7 +582,7 @@ async fn streams_whose_client_stopped_reading_are_dropped_after_write_timeout() 
         &format!("GET /app/{KEY}/sse?channels=overflow HTTP/1.1\r\nHost: x\r\n\r\n"),
     )
     .await;
-    subscriptions(&server, "overflow", 1).await;
+    server.wait_subscriptions("overflow", 1).await;
     stalled_client_is_dropped(&server, "overflow", &mut stalled).await;
-    subscriptions(&server, "overflow", 0).await;
+    server.wait_subscriptions("overflow", 0).await;
 }

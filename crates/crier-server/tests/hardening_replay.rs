@@ -5,58 +5,13 @@
 
 mod support;
 
-use crier_core::publish::EventRequest;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::time::Duration;
+use support::busy::*;
 use support::*;
 use tokio::net::TcpSocket;
 use tokio_tungstenite::tungstenite::Message;
-
-/// Messages in the busy channel and the bytes of each one's data: 2,000 x 8 KiB is a
-/// 16 MiB replay, far more than loopback socket buffers hold, so a client that does not
-/// read stalls the server's writes.
-const BUSY: usize = 2_000;
-const DATA_BYTES: usize = 8 * 1024;
-
-fn data_of(i: usize) -> String {
-    let mut data = format!("{i:05}:");
-    data.extend(std::iter::repeat_n('x', DATA_BYTES - data.len()));
-    data
-}
-
-/// Publishes `n` messages in process (the HTTP API would take most of the test's time);
-/// returns the cursor just before the first one.
-async fn publish_busy(server: &TestServer, channel: &str, n: usize) -> String {
-    let node = &server.running.as_ref().unwrap().node;
-    let app = node.apps.by_id(APP).unwrap().clone();
-    let mut since = None;
-    for start in (0..n).step_by(100) {
-        let requests = (start..(start + 100).min(n))
-            .map(|i| EventRequest {
-                name: Some("n".into()),
-                data: Some(Value::String(data_of(i))),
-                channel: Some(channel.into()),
-                channels: None,
-                socket_id: None,
-                info: None,
-            })
-            .collect();
-        let published = node.publish(&app, requests).await.unwrap();
-        since.get_or_insert_with(|| format!("{}-0", published[0].position.epoch));
-    }
-    since.unwrap()
-}
-
-/// A `/proc/self/status` field in KiB.
-fn proc_status_kib(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("{field} in /proc/self/status"))
-}
 
 type RawWs = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 

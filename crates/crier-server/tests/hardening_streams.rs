@@ -6,56 +6,14 @@
 
 mod support;
 
-use crier_core::publish::EventRequest;
 use crier_protocol::token;
 use serde_json::{json, Value};
 use std::time::Duration;
+use support::busy::*;
 use support::sse::SseStream;
 use support::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpSocket;
-
-/// 2,000 messages of 8 KiB: a 16 MiB replay, far beyond what loopback socket buffers
-/// hold, so a client that does not read stalls the server.
-const BUSY: usize = 2_000;
-const DATA_BYTES: usize = 8 * 1024;
-
-fn data_of(i: usize) -> String {
-    let mut data = format!("{i:05}:");
-    data.extend(std::iter::repeat_n('x', DATA_BYTES - data.len()));
-    data
-}
-
-/// Publishes `n` messages in process; returns the id just before the first one.
-async fn publish_busy(server: &TestServer, channel: &str, n: usize) -> String {
-    let node = &server.running.as_ref().unwrap().node;
-    let app = node.apps.by_id(APP).unwrap().clone();
-    let mut since = None;
-    for start in (0..n).step_by(100) {
-        let requests = (start..(start + 100).min(n))
-            .map(|i| EventRequest {
-                name: Some("n".into()),
-                data: Some(Value::String(data_of(i))),
-                channel: Some(channel.into()),
-                channels: None,
-                socket_id: None,
-                info: None,
-            })
-            .collect();
-        let published = node.publish(&app, requests).await.unwrap();
-        since.get_or_insert_with(|| format!("{}-0", published[0].position.epoch));
-    }
-    since.unwrap()
-}
-
-fn vm_rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
 
 /// Opens an SSE stream over a socket with a small receive window that resumes from
 /// `since` and never reads.
@@ -91,7 +49,7 @@ async fn a_stalled_sse_resume_holds_a_page_and_a_reader_gets_every_message() {
         .by_id(APP)
         .unwrap()
         .clone();
-    let before = vm_rss_kib();
+    let before = proc_status_kib("VmRSS:");
     let mut stalled = Vec::new();
     for _ in 0..8 {
         stalled.push(stalled_sse(&server, "busy", &since).await);
@@ -106,10 +64,10 @@ async fn a_stalled_sse_resume_holds_a_page_and_a_reader_gets_every_message() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut peak = vm_rss_kib();
+    let mut peak = proc_status_kib("VmRSS:");
     for _ in 0..25 {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        peak = peak.max(vm_rss_kib());
+        peak = peak.max(proc_status_kib("VmRSS:"));
     }
     let grown_mib = peak.saturating_sub(before) / 1024;
     assert!(

@@ -27,27 +27,6 @@ fn data(page: &Value) -> Vec<String> {
         .collect()
 }
 
-async fn subscribed(server: &TestServer, channel: &str, n: u64) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let (_, info) = server
-            .api()
-            .get(
-                &format!("/apps/app/channels/{channel}"),
-                &[("info", "subscription_count")],
-            )
-            .await;
-        if info["subscription_count"].as_u64() == Some(n) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{channel} never reached {n} subscriptions"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 #[tokio::test]
 async fn waiting_messages_are_answered_at_once_and_the_cursor_continues() {
     let server = TestServer::start().await;
@@ -87,7 +66,7 @@ async fn a_poll_holds_until_a_message_arrives() {
                 .unwrap()
         })
     };
-    subscribed(&server, "hold", 1).await;
+    server.wait_subscriptions("hold", 1).await;
     server.api().trigger("hold", "e", "woke").await;
     let page = tokio::time::timeout(WAIT, pending).await.unwrap().unwrap();
     assert_eq!(data(&page), ["woke"]);

@@ -25,28 +25,6 @@ async fn stream(server: &TestServer, query: &str, last_id: Option<&str>) -> SseS
     SseStream::new(res)
 }
 
-/// Waits until `channel` has `n` subscriptions (the stream is registered).
-async fn subscribed(server: &TestServer, channel: &str, n: u64) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let (_, info) = server
-            .api()
-            .get(
-                &format!("/apps/app/channels/{channel}"),
-                &[("info", "subscription_count")],
-            )
-            .await;
-        if info["subscription_count"].as_u64() == Some(n) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{channel} never reached {n} subscriptions"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-}
-
 fn token_for(claims: Value) -> String {
     token::issue(&claims, SECRET)
 }
@@ -59,7 +37,7 @@ fn far_future() -> i64 {
 async fn messages_arrive_as_envelopes_with_cursors() {
     let server = TestServer::start().await;
     let mut s = stream(&server, "channels=a,b", None).await;
-    subscribed(&server, "a", 1).await;
+    server.wait_subscriptions("a", 1).await;
     let api = server.api();
     api.trigger("a", "e1", "1").await;
     api.trigger("b", "e2", "2").await;
@@ -93,13 +71,13 @@ async fn resume_gets_exactly_the_missed_messages() {
     let server = TestServer::start().await;
     let api = server.api();
     let mut s = stream(&server, "channels=news,sport", None).await;
-    subscribed(&server, "news", 1).await;
+    server.wait_subscriptions("news", 1).await;
     api.trigger("news", "e", "n1").await;
     api.trigger("sport", "e", "s1").await;
     s.next().await.unwrap();
     let last = s.next().await.unwrap().id.unwrap();
     drop(s);
-    subscribed(&server, "news", 0).await;
+    server.wait_subscriptions("news", 0).await;
     for i in 2..5 {
         api.trigger("news", "e", &format!("n{i}")).await;
         api.trigger("sport", "e", &format!("s{i}")).await;
@@ -303,7 +281,7 @@ async fn cors_preflight_and_origins() {
 async fn streams_end_on_shutdown() {
     let mut server = TestServer::start().await;
     let mut s = stream(&server, "channels=a", None).await;
-    subscribed(&server, "a", 1).await;
+    server.wait_subscriptions("a", 1).await;
     let stop = tokio::spawn(async move {
         server.stop().await;
     });

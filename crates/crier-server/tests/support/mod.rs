@@ -87,6 +87,29 @@ impl TestServer {
         Client::connect(&self.ws_url(KEY)).await
     }
 
+    /// Waits until `channel` has `n` subscriptions (a stream or poll is registered, or
+    /// a dropped one is gone).
+    pub async fn wait_subscriptions(&self, channel: &str, n: u64) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let (_, info) = self
+                .api()
+                .get(
+                    &format!("/apps/app/channels/{channel}"),
+                    &[("info", "subscription_count")],
+                )
+                .await;
+            if info["subscription_count"].as_u64() == Some(n) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{channel} never reached {n} subscriptions: {info}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     pub fn api(&self) -> Api {
         Api {
             base: format!("http://{}", self.addr),
@@ -296,4 +319,5 @@ impl Api {
 
 pub mod redis;
 
+pub mod busy;
 pub mod sse;
