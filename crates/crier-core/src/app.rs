@@ -22,6 +22,9 @@ pub struct AppLimits {
     pub max_event_size: usize,
     /// Channels named in one publish request.
     pub max_channels_per_event: usize,
+    /// Channels one connection (WebSocket, pusher-js fallback, SSE or long-poll
+    /// request) may subscribe to.
+    pub max_channels_per_connection: usize,
     /// Distinct users on one presence channel.
     pub max_presence_members: usize,
     /// Bytes of a presence member's `user_info`.
@@ -38,6 +41,7 @@ impl Default for AppLimits {
             max_connections: 0,
             max_event_size: 10 * 1024,
             max_channels_per_event: 100,
+            max_channels_per_connection: 100,
             max_presence_members: 100,
             max_user_info_size: 1024,
             client_events_per_sec: 10,

@@ -113,6 +113,11 @@ pub trait HistoryStore: Send + Sync + 'static {
 
     /// Makes everything appended so far durable; called on shutdown.
     async fn flush(&self) -> Result<(), HistoryError>;
+
+    /// `Err` with the reason while the store cannot take writes (for `/ready`).
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Retention per app, looked up by the store on every append and sweep.

@@ -1,7 +1,10 @@
 //! One client connection speaking the Pusher protocol, independent of its transport.
 //! The transport feeds it text frames and writes what it returns; it drains the
 //! connection's outbox through [`Session::outgoing`], which drops what a resume has
-//! already replayed.
+//! already replayed or is about to replay; while [`Session::replaying`], it pulls the
+//! replay a page at a time with [`Session::replay_page`], writing each page before it
+//! asks for the next, so a client that stops reading holds one page, not the whole
+//! replay.
 
 mod rate;
 mod subscribe;
@@ -26,6 +29,17 @@ pub enum Delivery {
     Skip,
 }
 
+/// How far the resume of a channel has got.
+#[derive(Debug)]
+enum Recovery {
+    /// History is still being replayed. Live messages of the channel are dropped: each
+    /// was appended before it was delivered, so the replay, which reads on to the
+    /// channel's tip, carries it in order.
+    Replaying(subscribe::ReplayState),
+    /// Replayed up to here: live messages at or below it were sent by the replay.
+    Done(crate::position::StreamPosition),
+}
+
 /// A channel this connection is subscribed to.
 #[derive(Debug)]
 struct Membership {
@@ -40,8 +54,8 @@ pub struct Session {
     socket_id: Arc<str>,
     outbox: Outbox,
     channels: HashMap<ChannelName, Membership>,
-    /// Channels being resumed: live messages at or below this offset were replayed.
-    recovering: HashMap<ChannelName, crate::position::StreamPosition>,
+    /// Channels being resumed (`since`, or a cache channel's last event).
+    recovering: HashMap<ChannelName, Recovery>,
     user: Option<Arc<str>>,
     client_events: RateLimiter,
     closed: bool,
@@ -149,14 +163,29 @@ impl Session {
     /// Whether a published message should reach this client (for any encoding).
     pub fn accept(&mut self, message: &Published) -> bool {
         if !self.recovering.is_empty() {
-            if let Some(done) = self.recovering.get(&message.channel) {
-                if done.epoch == message.position.epoch && message.position.offset <= done.offset {
-                    return false;
+            match self.recovering.get(&message.channel) {
+                Some(Recovery::Replaying(_)) => return false,
+                Some(Recovery::Done(done)) => {
+                    if done.epoch == message.position.epoch
+                        && message.position.offset <= done.offset
+                    {
+                        return false;
+                    }
+                    self.recovering.remove(&message.channel);
                 }
-                self.recovering.remove(&message.channel);
+                None => {}
             }
         }
         self.channels.contains_key(&message.channel)
+    }
+
+    /// Whether a replay still has pages to send ([`Session::replay_page`]).
+    pub fn replaying(&self) -> bool {
+        !self.recovering.is_empty()
+            && self
+                .recovering
+                .values()
+                .any(|r| matches!(r, Recovery::Replaying(_)))
     }
 
     fn unsubscribe(&mut self, channel: &ChannelName) {
@@ -280,3 +309,6 @@ impl Drop for Session {
         self.close();
     }
 }
+
+#[cfg(test)]
+mod tests;

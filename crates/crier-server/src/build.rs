@@ -25,6 +25,9 @@ fn app_from_config(c: &AppConfig, config: &Config) -> App {
     if let Some(v) = c.client_events_per_sec {
         app.limits.client_events_per_sec = v;
     }
+    if let Some(v) = c.max_channels_per_connection {
+        app.limits.max_channels_per_connection = v;
+    }
     app.allowed_origins = c.allowed_origins.clone();
     app.webhooks = c
         .webhooks

@@ -59,6 +59,9 @@ pub struct ServerConfig {
     pub write_timeout_secs: u64,
     /// Seconds a long-poll presence member stays after its last poll's timeout.
     pub poll_presence_grace_secs: u64,
+    /// pusher-js HTTP fallback sessions (xhr_streaming, xhr_polling) open at once; a new
+    /// one beyond is refused with 4100 (over capacity).
+    pub max_fallback_sessions: usize,
 }
 
 impl Default for ServerConfig {
@@ -77,6 +80,7 @@ impl Default for ServerConfig {
             shutdown_timeout_secs: 10,
             write_timeout_secs: 10,
             poll_presence_grace_secs: 10,
+            max_fallback_sessions: 10_000,
         }
     }
 }
@@ -119,6 +123,9 @@ pub struct AppConfig {
     pub max_presence_members: Option<usize>,
     #[serde(default)]
     pub client_events_per_sec: Option<u32>,
+    /// Channels one connection may subscribe to (default 100).
+    #[serde(default)]
+    pub max_channels_per_connection: Option<usize>,
     /// Per-app history overrides of `[history]`.
     #[serde(default)]
     pub history_max_messages: Option<usize>,
@@ -152,6 +159,7 @@ impl AppConfig {
             max_event_size: None,
             max_presence_members: None,
             client_events_per_sec: None,
+            max_channels_per_connection: None,
             history_max_messages: None,
             history_max_age_secs: None,
         }
@@ -415,14 +423,15 @@ impl Config {
     /// The first problem found, naming its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let listen = self.listen_addr()?;
-        if !self.ingest.udp.listen.is_empty() {
-            self.ingest.udp.listen.parse::<SocketAddr>().map_err(|_| {
+        let udp = match self.ingest.udp.listen.as_str() {
+            "" => None,
+            text => Some(text.parse::<SocketAddr>().map_err(|_| {
                 invalid(
                     "ingest.udp.listen",
                     "not an address (use \"\" to turn it off)",
                 )
-            })?;
-        }
+            })?),
+        };
         if self.apps.is_empty() {
             return Err(invalid("apps", "at least one [[apps]] table is needed"));
         }
@@ -452,6 +461,24 @@ impl Config {
                     ),
                 ));
             }
+            // Datagrams off loopback are trusted only through their signature, and a
+            // signature made with the published dev secret proves nothing.
+            if let Some(udp) = udp.filter(|a| !a.ip().is_loopback()) {
+                if app.secret == DEV_APP_SECRET {
+                    return Err(invalid(
+                        key("secret"),
+                        format!(
+                            "the built-in development secret is refused with UDP ingest on the non-loopback address {udp} (ingest.udp.listen); set a real secret or listen on loopback"
+                        ),
+                    ));
+                }
+            }
+            if app.max_channels_per_connection == Some(0) {
+                return Err(invalid(
+                    key("max_channels_per_connection"),
+                    "must be at least 1",
+                ));
+            }
             if app.history_max_messages == Some(0) {
                 return Err(invalid(key("history_max_messages"), "must be at least 1"));
             }
@@ -461,6 +488,12 @@ impl Config {
         }
         if self.history.max_age_secs == 0 {
             return Err(invalid("history.max_age_secs", "must be at least 1"));
+        }
+        if self.server.max_fallback_sessions == 0 {
+            return Err(invalid(
+                "server.max_fallback_sessions",
+                "must be at least 1",
+            ));
         }
         if self.server.outbox_capacity == 0 {
             return Err(invalid("server.outbox_capacity", "must be at least 1"));
@@ -536,11 +569,42 @@ url = "redis://127.0.0.1:6379"
         c.server.listen = "0.0.0.0:6001".into();
         let e = c.validate().unwrap_err().to_string();
         assert!(e.starts_with("apps[0].secret"), "{e}");
+        c.server.listen = "127.0.0.1:6001".into();
+        c.ingest.udp.listen = "0.0.0.0:6002".into();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.starts_with("apps[0].secret"), "{e}");
+        assert!(e.contains("development secret"), "{e}");
+        assert!(e.contains("ingest.udp.listen"), "{e}");
+        c.ingest.udp.listen = "[::1]:6002".into();
+        c.validate().expect("dev secret with UDP on loopback");
+        c.ingest.udp.listen = "0.0.0.0:6002".into();
+        c.apps[0].secret = "a-real-secret".into();
+        c.validate().expect("a real secret with UDP off loopback");
         c.server.listen = "nope".into();
         assert!(c
             .validate()
             .unwrap_err()
             .to_string()
             .starts_with("server.listen"));
+    }
+
+    #[test]
+    fn connection_caps_parse_and_zero_is_refused() {
+        let c = Config::from_toml(
+            "[server]\nmax_fallback_sessions = 5\n\n[[apps]]\nid = \"a\"\nkey = \"k\"\nsecret = \"s\"\nmax_channels_per_connection = 7\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.server.max_fallback_sessions, 5);
+        assert_eq!(c.apps[0].max_channels_per_connection, Some(7));
+        assert_eq!(Config::default().server.max_fallback_sessions, 10_000);
+        let mut zero = c.clone();
+        zero.apps[0].max_channels_per_connection = Some(0);
+        let e = zero.validate().unwrap_err().to_string();
+        assert!(e.starts_with("apps[0].max_channels_per_connection"), "{e}");
+        let mut zero = c;
+        zero.server.max_fallback_sessions = 0;
+        let e = zero.validate().unwrap_err().to_string();
+        assert!(e.starts_with("server.max_fallback_sessions"), "{e}");
     }
 }

@@ -5,7 +5,8 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::Router;
+use axum::{Json, Router};
+use serde_json::json;
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
@@ -18,16 +19,26 @@ async fn health() -> &'static str {
     "ok\n"
 }
 
+/// `{"status": "ready"}`, or 503 with the component that keeps the node from taking
+/// traffic, so an operator sees which one without reading the logs.
 async fn ready(State(state): State<AppState>) -> impl IntoResponse {
-    if state.draining() {
-        (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
-    } else if !state.node.broker.healthy() {
+    let unavailable = |component: &str, error: String| {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "degraded: broker unavailable\n",
+            Json(json!({"status": "not_ready", "component": component, "error": error})),
         )
+    };
+    if state.draining() {
+        unavailable("server", "draining".into())
+    } else if let Err(why) = state.node.broker.history().health() {
+        unavailable(
+            "history",
+            format!("history store cannot take writes: {why}"),
+        )
+    } else if !state.node.broker.healthy() {
+        unavailable("broker", "broker unavailable".into())
     } else {
-        (StatusCode::OK, "ready\n")
+        (StatusCode::OK, Json(json!({"status": "ready"})))
     }
 }
 

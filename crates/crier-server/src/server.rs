@@ -77,6 +77,8 @@ fn router(state: AppState) -> Router {
 /// The history store or an ingest cannot be opened.
 pub async fn run(listener: TcpListener, config: Config) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
+    // Before the node: the history store reports its health as it opens.
+    crate::metrics::handle();
     let (node, webhooks) = build::node(&config)?;
     let shutdown = CancellationToken::new();
     tokio::spawn(webhooks.run(shutdown.clone()));

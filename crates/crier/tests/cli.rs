@@ -88,6 +88,19 @@ fn dev_secret_is_refused_on_public_addresses() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+#[test]
+fn dev_secret_is_refused_with_udp_ingest_on_public_addresses() {
+    let out = crier()
+        .args(["--listen", "127.0.0.1:0", "--udp-listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in ["apps[0].secret", "development secret", "ingest.udp.listen"] {
+        assert!(err.contains(needle), "error does not name {needle}: {err}");
+    }
+}
+
 struct Server {
     child: Child,
     url: String,

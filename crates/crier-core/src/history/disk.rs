@@ -14,10 +14,27 @@
 //!   lose what was acknowledged in the last interval (default 5 ms).
 //!
 //! On start, the journal is replayed; a torn or corrupt tail (a write cut short by a
-//! crash or a damaged disk) is detected by its checksums, truncated and logged by
-//! `fjall`, and the store opens with everything before it.
+//! crash or a damaged disk) is detected by its checksums and truncated by `fjall`,
+//! logged by us (see `journal`), and the store opens with everything before it.
+//!
+//! A failed write (disk full, I/O error) poisons the `fjall` database: it refuses every
+//! later write until reopened. So the writer answers the failed batch with an error,
+//! marks the store unhealthy (`/ready`, `crier_history_healthy`), drops the database
+//! and reopens it with backoff, probing with a synced write, until the disk takes
+//! writes again. Publishes meanwhile are refused, never acknowledged. What was
+//! acknowledged before the failure is in the journal and comes back with the reopen;
+//! whatever of the failed batch reached the journal anyway (its bytes can be flushed
+//! when the poisoned journal is dropped) is deleted before the store takes traffic,
+//! so a refused publish never shows up in history and ids continue from the last
+//! acknowledged one.
 
 mod codec;
+#[cfg(any(test, feature = "fault-injection"))]
+pub mod fault;
+mod journal;
+#[cfg(test)]
+mod tests;
+mod writer;
 
 use super::{Deliver, FsyncPolicy, HistoryError, HistoryPage, HistoryStore, RetentionLookup};
 use crate::message::{now_ms, NewMessage, Published};
@@ -25,14 +42,15 @@ use crate::position::{new_epoch, StreamPosition};
 use async_trait::async_trait;
 use crier_protocol::ChannelName;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio::sync::oneshot;
+use writer::Writer;
 
 type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 type Reply = oneshot::Sender<Result<Vec<Arc<Published>>, HistoryError>>;
@@ -46,6 +64,8 @@ const MAX_BATCH: usize = 4096;
 enum Command {
     Append(Vec<NewMessage>, Reply),
     Sweep,
+    /// The background fsync failed: the database is poisoned and must be reopened.
+    Failed(String),
 }
 
 fn storage(e: impl std::fmt::Display) -> HistoryError {
@@ -59,13 +79,55 @@ struct Span {
     last: u64,
 }
 
+/// One open database. Replaced as a whole when the writer reopens it after a failure.
 struct Shared {
     db: Database,
     messages: Keyspace,
+    meta: Keyspace,
     epoch: Arc<str>,
     retention: RetentionLookup,
     clock: Clock,
-    tips: Tips,
+}
+
+/// What survives a reopen, and how to reach the database that is open now.
+struct Slot {
+    dir: PathBuf,
+    epoch: Arc<str>,
+    retention: RetentionLookup,
+    clock: Clock,
+    tips: Arc<Tips>,
+    /// `None` between a failed write and a successful reopen.
+    current: RwLock<Option<Arc<Shared>>>,
+    /// Why the store is unhealthy, if it is.
+    failure: Mutex<Option<String>>,
+    #[cfg(any(test, feature = "fault-injection"))]
+    faults: Arc<fault::Faults>,
+}
+
+impl Slot {
+    fn get(&self) -> Result<Arc<Shared>, HistoryError> {
+        if let Some(shared) = self.current.read().clone() {
+            return Ok(shared);
+        }
+        let why = self.failure.lock().clone().unwrap_or_default();
+        Err(HistoryError::Storage(format!(
+            "history store unavailable, reopening after a write failure: {why}"
+        )))
+    }
+
+    /// Fails as the disk would while a test has injected a fault.
+    fn injected_fault(&self, _what: &str) -> Result<(), HistoryError> {
+        #[cfg(any(test, feature = "fault-injection"))]
+        self.faults.check(_what)?;
+        Ok(())
+    }
+
+    /// Reports a written batch as failed while a test asks for it.
+    fn injected_fault_after_write(&self, _what: &str) -> Result<(), HistoryError> {
+        #[cfg(any(test, feature = "fault-injection"))]
+        self.faults.check_after_write(_what)?;
+        Ok(())
+    }
 }
 
 /// Newest committed offset of each channel, kept by the writer so that a reader whose
@@ -178,23 +240,63 @@ impl Shared {
     }
 }
 
-/// Total size of the journal files (`*.jnl`) in `dir`.
-fn journal_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter(|e| e.path().extension().is_some_and(|x| x == "jnl"))
-                .filter_map(|e| e.metadata().ok())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0)
+/// Opens the database in `dir`. `epoch` is `None` on first open (read from the store,
+/// or created), and the epoch already in use on a reopen.
+/// Also returns how many bytes of a torn or corrupt journal tail were cut off.
+fn open_shared(
+    dir: &Path,
+    known_epoch: Option<&Arc<str>>,
+    retention: &RetentionLookup,
+    clock: &Clock,
+) -> Result<(Shared, u64), HistoryError> {
+    let journal_before = journal::data_ends(dir);
+    // The journal is bounded so that deleted messages' journal space is reclaimed
+    // too: when it is full, memtables are flushed and old journal files deleted.
+    let db = Database::builder(dir)
+        .worker_threads(1)
+        .max_journaling_size(MAX_JOURNAL_BYTES)
+        .open()
+        .map_err(storage)?;
+    let bytes_cut = journal::bytes_cut(&journal_before);
+    if bytes_cut > 0 {
+        tracing::warn!(
+            dir = %dir.display(),
+            bytes_cut,
+            "history journal had a torn or corrupt tail (interrupted write); it was cut off and everything before it recovered"
+        );
+    }
+    let messages = db
+        .keyspace("messages", KeyspaceCreateOptions::default)
+        .map_err(storage)?;
+    let meta = db
+        .keyspace("meta", KeyspaceCreateOptions::default)
+        .map_err(storage)?;
+    let epoch: Arc<str> = match (meta.get("epoch").map_err(storage)?, known_epoch) {
+        (Some(v), _) => Arc::from(String::from_utf8_lossy(&v).as_ref()),
+        (None, Some(e)) => e.clone(),
+        (None, None) => {
+            let e = new_epoch();
+            meta.insert("epoch", e.as_bytes()).map_err(storage)?;
+            db.persist(PersistMode::SyncAll).map_err(storage)?;
+            tracing::info!(epoch = %e, dir = %dir.display(), "new history epoch");
+            e
+        }
+    };
+    let shared = Shared {
+        db,
+        messages,
+        meta,
+        epoch,
+        retention: retention.clone(),
+        clock: clock.clone(),
+    };
+    Ok((shared, bytes_cut))
 }
 
 /// The embedded durable history store.
 pub struct DiskHistory {
-    shared: Arc<Shared>,
+    slot: Arc<Slot>,
+    journal_bytes_cut: u64,
     tx: Option<mpsc::Sender<Command>>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
@@ -235,57 +337,27 @@ impl DiskHistory {
         deliver: Arc<dyn Deliver>,
         clock: Clock,
     ) -> Result<Self, HistoryError> {
-        let journal_before = journal_bytes(dir);
-        // The journal is bounded so that deleted messages' journal space is reclaimed
-        // too: when it is full, memtables are flushed and old journal files deleted.
-        let db = Database::builder(dir)
-            .worker_threads(1)
-            .max_journaling_size(MAX_JOURNAL_BYTES)
-            .open()
-            .map_err(storage)?;
-        let journal_after = journal_bytes(dir);
-        if journal_after < journal_before {
-            tracing::warn!(
-                dir = %dir.display(),
-                bytes_cut = journal_before - journal_after,
-                "history journal had a torn or corrupt tail (interrupted write); it was cut off and everything before it recovered"
-            );
-        }
-        let messages = db
-            .keyspace("messages", KeyspaceCreateOptions::default)
-            .map_err(storage)?;
-        let meta = db
-            .keyspace("meta", KeyspaceCreateOptions::default)
-            .map_err(storage)?;
-        let epoch: Arc<str> = match meta.get("epoch").map_err(storage)? {
-            Some(v) => Arc::from(String::from_utf8_lossy(&v).as_ref()),
-            None => {
-                let e = new_epoch();
-                meta.insert("epoch", e.as_bytes()).map_err(storage)?;
-                db.persist(PersistMode::SyncAll).map_err(storage)?;
-                tracing::info!(epoch = %e, dir = %dir.display(), "new history epoch");
-                e
-            }
-        };
-        let shared = Arc::new(Shared {
-            db,
-            messages,
-            epoch,
+        let tips = Arc::new(Tips::default());
+        let (shared, journal_bytes_cut) = open_shared(dir, None, &retention, &clock)?;
+        let shared = Arc::new(shared);
+        let slot = Arc::new(Slot {
+            dir: dir.to_owned(),
+            epoch: shared.epoch.clone(),
             retention,
             clock,
-            tips: Tips::default(),
+            tips,
+            current: RwLock::new(Some(shared.clone())),
+            failure: Mutex::new(None),
+            #[cfg(any(test, feature = "fault-injection"))]
+            faults: fault::for_dir(dir),
         });
+        metrics::gauge!("crier_history_healthy").set(1.0);
+        metrics::counter!("crier_history_write_failures_total").increment(0);
         let (tx, rx) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         let dirty = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
-        let writer = Writer {
-            shared: shared.clone(),
-            deliver,
-            policy,
-            spans: HashMap::new(),
-            dirty: dirty.clone(),
-        };
+        let writer = Writer::new(slot.clone(), shared, deliver, policy, dirty.clone());
         threads.push(
             std::thread::Builder::new()
                 .name("crier-history-writer".into())
@@ -293,17 +365,22 @@ impl DiskHistory {
                 .map_err(storage)?,
         );
         if policy == FsyncPolicy::Grouped {
-            let (shared, stop, dirty) = (shared.clone(), stop.clone(), dirty.clone());
+            let (slot, stop, dirty, tx) = (slot.clone(), stop.clone(), dirty.clone(), tx.clone());
             threads.push(
                 std::thread::Builder::new()
                     .name("crier-history-fsync".into())
                     .spawn(move || {
                         while !stop.load(Ordering::Acquire) {
                             std::thread::sleep(fsync_interval);
-                            if dirty.swap(false, Ordering::AcqRel) {
-                                if let Err(e) = shared.db.persist(PersistMode::SyncAll) {
-                                    tracing::error!(error = %e, "history fsync failed");
-                                }
+                            if !dirty.swap(false, Ordering::AcqRel) {
+                                continue;
+                            }
+                            // While the writer reopens there is nothing to sync; the
+                            // reopened journal was synced by the reopen's probe.
+                            let Ok(shared) = slot.get() else { continue };
+                            if let Err(e) = shared.db.persist(PersistMode::SyncAll) {
+                                tracing::error!(error = %e, "history fsync failed");
+                                let _ = tx.send(Command::Failed(e.to_string()));
                             }
                         }
                     })
@@ -331,7 +408,8 @@ impl DiskHistory {
             );
         }
         Ok(Self {
-            shared,
+            slot,
+            journal_bytes_cut,
             tx: Some(tx),
             stop,
             threads,
@@ -339,13 +417,22 @@ impl DiskHistory {
     }
 
     pub fn epoch(&self) -> &Arc<str> {
-        &self.shared.epoch
+        &self.slot.epoch
     }
 
-    /// Bytes the store occupies on disk: (journal, tables).
+    /// Bytes of a torn or corrupt journal tail cut off when the store opened (0 after
+    /// a clean shutdown).
+    pub fn journal_bytes_cut(&self) -> u64 {
+        self.journal_bytes_cut
+    }
+
+    /// Bytes the store occupies on disk: (journal, tables); zeros while reopening.
     pub fn disk_space(&self) -> (u64, u64) {
-        let journal = self.shared.db.journal_disk_space().unwrap_or(0);
-        (journal, self.shared.messages.disk_space())
+        let Ok(shared) = self.slot.get() else {
+            return (0, 0);
+        };
+        let journal = shared.db.journal_disk_space().unwrap_or(0);
+        (journal, shared.messages.disk_space())
     }
 
     /// Asks the writer to drop expired messages now (tests; normally once a second).
@@ -360,18 +447,19 @@ impl DiskHistory {
     /// # Errors
     /// Storage failures.
     pub fn compact(&self) -> Result<(), HistoryError> {
-        self.shared
+        let shared = self.slot.get()?;
+        shared
             .messages
             .rotate_memtable_and_wait()
             .map_err(storage)?;
-        self.shared.messages.major_compact().map_err(storage)
+        shared.messages.major_compact().map_err(storage)
     }
 
     async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Shared) -> Result<T, HistoryError> + Send + 'static,
     ) -> Result<T, HistoryError> {
-        let shared = self.shared.clone();
+        let shared = self.slot.get()?;
         tokio::task::spawn_blocking(move || f(&shared))
             .await
             .map_err(|e| HistoryError::Storage(format!("history task failed: {e}")))?
@@ -385,193 +473,11 @@ impl Drop for DiskHistory {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
-        if let Err(e) = self.shared.db.persist(PersistMode::SyncAll) {
-            tracing::error!(error = %e, "history fsync on close failed");
-        }
-    }
-}
-
-struct Writer {
-    shared: Arc<Shared>,
-    deliver: Arc<dyn Deliver>,
-    policy: FsyncPolicy,
-    spans: HashMap<(Arc<str>, ChannelName), Span>,
-    dirty: Arc<AtomicBool>,
-}
-
-impl Writer {
-    fn run(mut self, rx: mpsc::Receiver<Command>) {
-        match self.discover() {
-            Ok(()) => self.shared.tips.complete.store(true, Ordering::Release),
-            Err(e) => tracing::error!(error = %e, "history: listing channels failed"),
-        }
-        while let Ok(first) = rx.recv() {
-            let mut requests = Vec::new();
-            let mut count = 0;
-            let mut sweep = false;
-            let mut next = Some(first);
-            while let Some(cmd) = next.take() {
-                match cmd {
-                    Command::Append(batch, reply) => {
-                        count += batch.len();
-                        requests.push((batch, reply));
-                    }
-                    Command::Sweep => sweep = true,
-                }
-                if count < MAX_BATCH {
-                    next = rx.try_recv().ok();
-                }
-            }
-            if !requests.is_empty() {
-                self.append(requests);
-            }
-            if sweep {
-                if let Err(e) = self.sweep() {
-                    tracing::error!(error = %e, "history retention sweep failed");
-                }
+        if let Ok(shared) = self.slot.get() {
+            if let Err(e) = shared.db.persist(PersistMode::SyncAll) {
+                tracing::error!(error = %e, "history fsync on close failed");
             }
         }
-    }
-
-    /// Finds every stored channel with one seek per channel, for age sweeps.
-    fn discover(&mut self) -> Result<(), HistoryError> {
-        let mut from: Vec<u8> = Vec::new();
-        loop {
-            let Some(guard) = self.shared.messages.range(from.clone()..).next() else {
-                return Ok(());
-            };
-            let key = guard.key().map_err(storage)?;
-            let Some((app, channel, _)) = codec::split_key(&key) else {
-                return Ok(());
-            };
-            let prefix = codec::prefix(&app, &channel);
-            if let Some(span) = self.shared.span_on_disk(&prefix)? {
-                self.shared.tips.set(&app, &channel, span.last);
-                self.spans.insert((app, channel), span);
-            }
-            from = codec::prefix_end(&prefix);
-        }
-    }
-
-    fn span(&mut self, app: &Arc<str>, channel: &ChannelName) -> Result<Span, HistoryError> {
-        let key = (app.clone(), channel.clone());
-        if let Some(s) = self.spans.get(&key) {
-            return Ok(*s);
-        }
-        let span = self
-            .shared
-            .span_on_disk(&codec::prefix(app, channel))?
-            .unwrap_or(Span { first: 1, last: 0 });
-        self.spans.insert(key, span);
-        Ok(span)
-    }
-
-    fn append(&mut self, requests: Vec<(Vec<NewMessage>, Reply)>) {
-        match self.write(&requests) {
-            Ok(published) => {
-                // Before delivery: a reader that sees a tip must find that message in
-                // the store, and one that subscribed first gets everything after it live.
-                for m in &published {
-                    self.shared
-                        .tips
-                        .set(&m.app_id, &m.channel, m.position.offset);
-                }
-                self.deliver.deliver(&published);
-                let mut it = published.into_iter();
-                for (batch, reply) in requests {
-                    let mine: Vec<_> = it.by_ref().take(batch.len()).collect();
-                    let _ = reply.send(Ok(mine));
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "history write failed; publishes refused");
-                // Spans were advanced for a batch that never reached the disk: read the
-                // true ones back. (Cloning every span before each batch to undo instead
-                // cost O(channels) per publish.)
-                for message in requests.iter().flat_map(|(b, _)| b.iter()) {
-                    let key = (message.app_id.clone(), message.channel.clone());
-                    let prefix = codec::prefix(&message.app_id, &message.channel);
-                    match self.shared.span_on_disk(&prefix) {
-                        Ok(Some(span)) => self.spans.insert(key, span),
-                        _ => self.spans.remove(&key),
-                    };
-                }
-                for (_, reply) in requests {
-                    let _ = reply.send(Err(HistoryError::Storage(e.to_string())));
-                }
-            }
-        }
-    }
-
-    fn write(
-        &mut self,
-        requests: &[(Vec<NewMessage>, Reply)],
-    ) -> Result<Vec<Arc<Published>>, HistoryError> {
-        let now = (self.shared.clock)();
-        let mode = match self.policy {
-            FsyncPolicy::Always => PersistMode::SyncData,
-            FsyncPolicy::Grouped => PersistMode::Buffer,
-        };
-        let mut batch = self.shared.db.batch().durability(Some(mode));
-        let mut out = Vec::with_capacity(requests.iter().map(|r| r.0.len()).sum());
-        for message in requests.iter().flat_map(|(b, _)| b.iter()) {
-            let mut span = self.span(&message.app_id, &message.channel)?;
-            span.last += 1;
-            let prefix = codec::prefix(&message.app_id, &message.channel);
-            batch.insert(
-                &self.shared.messages,
-                codec::key(&prefix, span.last),
-                codec::encode_value(message, now),
-            );
-            let max = self.shared.retention.as_ref()(&message.app_id)
-                .max_messages
-                .max(1) as u64;
-            while span.last - span.first + 1 > max {
-                batch.remove(&self.shared.messages, codec::key(&prefix, span.first));
-                span.first += 1;
-            }
-            self.spans
-                .insert((message.app_id.clone(), message.channel.clone()), span);
-            out.push(Arc::new(Published::new(
-                message.clone(),
-                StreamPosition::new(self.shared.epoch.clone(), span.last),
-                now,
-            )));
-        }
-        batch.commit().map_err(storage)?;
-        self.dirty.store(true, Ordering::Release);
-        Ok(out)
-    }
-
-    /// Deletes messages past their app's age limit (a cache channel keeps its last).
-    fn sweep(&mut self) -> Result<(), HistoryError> {
-        let mut batch = self.shared.db.batch().durability(Some(PersistMode::Buffer));
-        let keys: Vec<(Arc<str>, ChannelName)> = self.spans.keys().cloned().collect();
-        for (app, channel) in keys {
-            let Some(mut span) = self.spans.get(&(app.clone(), channel.clone())).copied() else {
-                continue;
-            };
-            let cutoff = self.shared.cutoff(&app);
-            let prefix = codec::prefix(&app, &channel);
-            // The newest message always stays on disk, even expired (reads skip it
-            // unless it is a cache channel's): it anchors the channel's offset so ids
-            // keep growing across restarts.
-            while span.first < span.last {
-                let k = codec::key(&prefix, span.first);
-                match self.shared.messages.get(&k).map_err(storage)? {
-                    Some(v) if codec::published_at(&v).is_some_and(|at| at >= cutoff) => break,
-                    Some(_) => batch.remove(&self.shared.messages, k),
-                    None => {}
-                }
-                span.first += 1;
-            }
-            self.spans.insert((app, channel), span);
-        }
-        if !batch.is_empty() {
-            batch.commit().map_err(storage)?;
-            self.dirty.store(true, Ordering::Release);
-        }
-        Ok(())
     }
 }
 
@@ -598,8 +504,8 @@ impl HistoryStore for DiskHistory {
         limit: usize,
     ) -> Result<HistoryPage, HistoryError> {
         if let Some(after) = after {
-            let at_tip = after.epoch == self.shared.epoch
-                && self.shared.tips.get(app_id, channel) == Some(after.offset);
+            let at_tip = after.epoch == self.slot.epoch
+                && self.slot.tips.get(app_id, channel) == Some(after.offset);
             if at_tip {
                 return Ok(HistoryPage {
                     messages: Vec::new(),
@@ -664,8 +570,8 @@ impl HistoryStore for DiskHistory {
         app_id: &str,
         channel: &ChannelName,
     ) -> Result<StreamPosition, HistoryError> {
-        if let Some(tip) = self.shared.tips.get(app_id, channel) {
-            return Ok(StreamPosition::new(self.shared.epoch.clone(), tip));
+        if let Some(tip) = self.slot.tips.get(app_id, channel) {
+            return Ok(StreamPosition::new(self.slot.epoch.clone(), tip));
         }
         let (app, channel) = (app_id.to_owned(), channel.clone());
         self.blocking(move |s| {
@@ -680,5 +586,12 @@ impl HistoryStore for DiskHistory {
     async fn flush(&self) -> Result<(), HistoryError> {
         self.blocking(|s| s.db.persist(PersistMode::SyncAll).map_err(storage))
             .await
+    }
+
+    fn health(&self) -> Result<(), String> {
+        match self.slot.failure.lock().as_ref() {
+            Some(why) => Err(why.clone()),
+            None => Ok(()),
+        }
     }
 }

@@ -1,7 +1,7 @@
-//! `pusher:subscribe`: authorization, presence join, and the replay of missed
-//! messages (`since`) or of a cache channel's last event.
+//! `pusher:subscribe`: authorization, the per-connection channel cap, presence join,
+//! and the replay of missed messages (`since`) or of a cache channel's last event.
 
-use super::{Membership, Session};
+use super::{Membership, Recovery, Session};
 use crate::hub::PresenceJoin;
 use crate::position::{Cursor, StreamPosition};
 use bytes::Bytes;
@@ -9,11 +9,27 @@ use crier_protocol::frames::{self, SubscribeRequest};
 use crier_protocol::{signature, ChannelKind, ChannelName};
 use std::sync::Arc;
 
+/// Messages read from history per replay page. A page is all a replaying connection
+/// holds (up to 64 events of at most `max_event_size`, plus their frames), so it stays
+/// small; the history store answers each page with one range scan.
+pub(super) const REPLAY_PAGE: usize = 64;
+
+/// Where a channel's replay stands between two pages.
+#[derive(Debug)]
+pub(super) struct ReplayState {
+    /// Last position sent; `None` replays from the oldest retained message.
+    after: Option<StreamPosition>,
+    /// Messages sent so far, against `replay_limit`.
+    sent: usize,
+}
+
 /// A refused subscription: `pusher:subscription_error` fields.
 struct Refusal {
     kind: &'static str,
     error: String,
     status: u16,
+    /// `kind` label of `crier_client_errors_total`.
+    metric: &'static str,
 }
 
 impl Refusal {
@@ -22,6 +38,7 @@ impl Refusal {
             kind,
             error: error.into(),
             status,
+            metric: "subscription_error",
         }
     }
 }
@@ -59,8 +76,7 @@ impl Session {
         match self.try_subscribe(&req).await {
             Ok(frames) => frames,
             Err(r) => {
-                metrics::counter!("crier_client_errors_total", "kind" => "subscription_error")
-                    .increment(1);
+                metrics::counter!("crier_client_errors_total", "kind" => r.metric).increment(1);
                 vec![Bytes::from(frames::subscription_error(
                     &req.channel,
                     r.kind,
@@ -114,6 +130,7 @@ impl Session {
                 channel.as_str(),
             ))]);
         }
+        self.check_channel_cap()?;
         self.authorize(&channel, req)?;
         let presence = if channel.kind() == ChannelKind::Presence {
             let (user_id, user_info) = presence_member(
@@ -143,7 +160,7 @@ impl Session {
                 frames::subscription_succeeded(channel.as_str())
             }))];
         if let Some(since) = &req.since {
-            self.replay(&channel, since, &mut out).await;
+            self.start_replay(&channel, since, &mut out);
         } else if channel.is_cache() {
             self.send_cached(&channel, &mut out).await;
         }
@@ -154,7 +171,7 @@ impl Session {
         match self.node.broker.history().last(&self.app.id, channel).await {
             Ok(Some(message)) => {
                 self.recovering
-                    .insert(channel.clone(), message.position.clone());
+                    .insert(channel.clone(), Recovery::Done(message.position.clone()));
                 out.push(message.pusher_frame());
             }
             Ok(None) => out.push(Bytes::from(frames::cache_miss(channel.as_str()))),
@@ -165,52 +182,100 @@ impl Session {
         }
     }
 
-    /// Appends the messages after `since` to `out`, preceded by `crier:gap` when the
-    /// cursor is no longer covered by history.
-    async fn replay(&mut self, channel: &ChannelName, since: &str, out: &mut Vec<Bytes>) {
-        let history = self.node.broker.history().clone();
-        let mut after: Option<StreamPosition> = match Cursor::decode(since, Some(channel)) {
+    /// Refuses a channel beyond the app's `max_channels_per_connection`: each one
+    /// costs a hub entry and fan-out work for as long as the connection lives.
+    fn check_channel_cap(&self) -> Result<(), Refusal> {
+        let max = self.app.limits.max_channels_per_connection;
+        // The `#server-to-user` channel joined by signing in is the server's, not the
+        // client's choice, so it does not count.
+        let joined = self.channels.len() - usize::from(self.user.is_some());
+        if joined < max {
+            return Ok(());
+        }
+        Err(Refusal {
+            metric: "channel_limit",
+            ..Refusal::new(
+                "LimitReached",
+                format!("Too many channels on this connection (the limit is {max})"),
+                403,
+            )
+        })
+    }
+
+    /// Queues the replay of the messages after `since`; the transport pulls it with
+    /// [`Session::replay_page`]. An unreadable cursor, or one for other channels, gets
+    /// `crier:gap` at once: the client cannot know what it missed, so it is told and
+    /// gets what is retained.
+    fn start_replay(&mut self, channel: &ChannelName, since: &str, out: &mut Vec<Bytes>) {
+        let after = match Cursor::decode(since, Some(channel)) {
             Ok(cursor) => cursor.get(channel).cloned(),
             Err(_) => None,
         };
         if after.is_none() {
-            // An unreadable cursor or one for other channels: the client cannot know
-            // what it missed, so tell it and send what is retained.
             out.push(Bytes::from(frames::gap(channel.as_str())));
         }
+        self.recovering.insert(
+            channel.clone(),
+            Recovery::Replaying(ReplayState { after, sent: 0 }),
+        );
+    }
+
+    /// The next page of a pending replay (empty when none is pending): up to
+    /// [`REPLAY_PAGE`] channel events, preceded by `crier:gap` when history no longer
+    /// covers the position replayed from. The transport writes a page before asking for
+    /// the next, so a client that stops reading holds one page, never the whole replay.
+    pub async fn replay_page(&mut self) -> Vec<Bytes> {
+        let Some((channel, after, sent)) =
+            self.recovering.iter().find_map(|(channel, r)| match r {
+                Recovery::Replaying(s) => Some((channel.clone(), s.after.clone(), s.sent)),
+                Recovery::Done(_) => None,
+            })
+        else {
+            return Vec::new();
+        };
         let limit = self.node.settings.replay_limit;
-        let mut sent = 0usize;
-        let mut first_page = true;
-        loop {
-            let page = match history
-                .read(
-                    &self.app.id,
-                    channel,
-                    after.as_ref(),
-                    limit.saturating_sub(sent).clamp(1, 500),
-                )
-                .await
-            {
-                Ok(page) => page,
-                Err(e) => {
-                    tracing::warn!(error = %e, %channel, "history read failed during resume");
-                    out.push(Bytes::from(frames::gap(channel.as_str())));
-                    return;
-                }
-            };
-            if first_page && page.gap && after.is_some() {
-                out.push(Bytes::from(frames::gap(channel.as_str())));
+        let page = self
+            .node
+            .broker
+            .history()
+            .read(
+                &self.app.id,
+                &channel,
+                after.as_ref(),
+                limit.saturating_sub(sent).clamp(1, REPLAY_PAGE),
+            )
+            .await;
+        let page = match page {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::warn!(error = %e, %channel, "history read failed during resume");
+                // Live messages resume after what was sent; those dropped while the
+                // replay ran are lost, which is what the gap says.
+                match after {
+                    Some(at) => self.recovering.insert(channel.clone(), Recovery::Done(at)),
+                    None => self.recovering.remove(&channel),
+                };
+                return vec![Bytes::from(frames::gap(channel.as_str()))];
             }
-            first_page = false;
-            sent += page.messages.len();
-            out.extend(page.messages.iter().map(|m| m.pusher_frame()));
-            self.recovering
-                .insert(channel.clone(), page.position.clone());
-            after = Some(page.position);
-            if !page.more || sent >= limit {
-                break;
-            }
+        };
+        let mut out = Vec::with_capacity(page.messages.len() + 1);
+        // Checked on every page, not only the first: retention can drop messages while a
+        // slow client is still being replayed to.
+        if page.gap && after.is_some() {
+            out.push(Bytes::from(frames::gap(channel.as_str())));
         }
-        metrics::counter!("crier_replayed_messages_total").increment(sent as u64);
+        let sent = sent + page.messages.len();
+        out.extend(page.messages.iter().map(|m| m.pusher_frame()));
+        metrics::counter!("crier_replayed_messages_total").increment(page.messages.len() as u64);
+        let next = if !page.more || sent >= limit {
+            Recovery::Done(page.position)
+        } else {
+            Recovery::Replaying(ReplayState {
+                after: Some(page.position),
+                sent,
+            })
+        };
+        self.recovering.insert(channel, next);
+        out
     }
 }

@@ -1,5 +1,5 @@
-//! `POST /apps/{id}/events` and `batch_events`: publish, then answer with the
-//! requested channel info.
+//! `POST /apps/{id}/events` and `batch_events`: validate the whole request, publish,
+//! then answer with the requested channel info.
 
 use super::{authenticate, ApiError};
 use crate::server::AppState;
@@ -40,47 +40,69 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
-/// The `info` attributes for the channels of one event.
+/// A channel attribute a publish may ask for with `info`.
+#[derive(Clone, Copy)]
+enum InfoAttr {
+    SubscriptionCount,
+    UserCount,
+}
+
+/// Parses `info`. Called before publishing: a request refused for its `info` must not
+/// have published anything (SPEC §3).
+fn parse_info(info: Option<&str>) -> Result<Vec<InfoAttr>, ApiError> {
+    let Some(info) = info.filter(|i| !i.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    info.split(',')
+        .map(str::trim)
+        .map(|attr| match attr {
+            "subscription_count" => Ok(InfoAttr::SubscriptionCount),
+            "user_count" => Ok(InfoAttr::UserCount),
+            other => Err(ApiError::bad_request(format!(
+                "unknown info attribute {other:?} (info accepts subscription_count, user_count)"
+            ))),
+        })
+        .collect()
+}
+
+/// The requested attributes of each channel of one published event (`None` when
+/// nothing was requested). The channels were validated by the publish.
 fn channel_info(
     state: &AppState,
     app: &App,
-    req_info: Option<&str>,
+    attrs: &[InfoAttr],
     channels: &[String],
-) -> Result<Option<Value>, ApiError> {
-    let Some(info) = req_info.filter(|i| !i.is_empty()) else {
-        return Ok(None);
-    };
-    let attrs: Vec<&str> = info.split(',').map(str::trim).collect();
+) -> Option<Value> {
+    if attrs.is_empty() {
+        return None;
+    }
     let mut out = Map::new();
     for name in channels {
-        let channel = ChannelName::parse(name).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let Ok(channel) = ChannelName::parse(name) else {
+            continue;
+        };
         let stats = state.node.hub.channel_stats(&app.id, &channel);
         let mut entry = Map::new();
-        for attr in &attrs {
-            match *attr {
-                "subscription_count" => {
+        for attr in attrs {
+            match attr {
+                InfoAttr::SubscriptionCount => {
                     entry.insert(
-                        attr.to_string(),
+                        "subscription_count".into(),
                         json!(stats.as_ref().map_or(0, |s| s.subscription_count)),
                     );
                 }
-                "user_count" if channel.kind() == ChannelKind::Presence => {
+                InfoAttr::UserCount if channel.kind() == ChannelKind::Presence => {
                     entry.insert(
-                        attr.to_string(),
+                        "user_count".into(),
                         json!(stats.as_ref().map_or(0, |s| s.user_count)),
                     );
                 }
-                "user_count" => {}
-                other => {
-                    return Err(ApiError::bad_request(format!(
-                        "unknown info attribute {other:?}"
-                    )))
-                }
+                InfoAttr::UserCount => {}
             }
         }
         out.insert(name.clone(), Value::Object(entry));
     }
-    Ok(Some(Value::Object(out)))
+    Some(Value::Object(out))
 }
 
 fn channels_of(req: &EventRequest) -> Vec<String> {
@@ -99,14 +121,14 @@ pub(super) async fn publish(
 ) -> Result<Json<Value>, ApiError> {
     let signed = authenticate(&state, &app_id, &method, &uri, &body)?;
     let req: EventRequest = parse_json(&body)?;
-    let info = req.info.clone();
+    let attrs = parse_info(req.info.as_deref())?;
     let channels = channels_of(&req);
     state
         .node
         .publish(&signed.app, vec![req])
         .await
         .map_err(publish_error)?;
-    let body = match channel_info(&state, &signed.app, info.as_deref(), &channels)? {
+    let body = match channel_info(&state, &signed.app, &attrs, &channels) {
         Some(info) => json!({ "channels": info }),
         None => json!({}),
     };
@@ -128,25 +150,27 @@ pub(super) async fn publish_batch(
             PublishError::BatchTooLarge(batch.batch.len(), max),
         )));
     }
-    let infos: Vec<(Option<String>, Vec<String>)> = batch
+    let infos = batch
         .batch
         .iter()
-        .map(|r| (r.info.clone(), channels_of(r)))
-        .collect();
+        .enumerate()
+        .map(|(i, r)| {
+            let attrs = parse_info(r.info.as_deref())
+                .map_err(|e| ApiError::bad_request(format!("batch[{i}]: {}", e.message)))?;
+            Ok((attrs, channels_of(r)))
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
     state
         .node
         .publish(&signed.app, batch.batch)
         .await
         .map_err(publish_error)?;
-    if infos
-        .iter()
-        .all(|(i, _)| i.as_deref().unwrap_or("").is_empty())
-    {
+    if infos.iter().all(|(attrs, _)| attrs.is_empty()) {
         return Ok(Json(json!({})));
     }
     let mut out = Vec::new();
-    for (info, channels) in infos {
-        let attrs = channel_info(&state, &signed.app, info.as_deref(), &channels)?;
+    for (attrs, channels) in infos {
+        let attrs = channel_info(&state, &signed.app, &attrs, &channels);
         // Pusher answers one object per event, holding the single channel's attributes.
         let entry = attrs
             .and_then(|v| v.as_object().and_then(|m| m.values().next().cloned()))

@@ -9,6 +9,11 @@
 //! Pusher frames (as strings) to send. Responses are lines: `o` (session opened),
 //! `a[...]` (an array of Pusher frames as JSON strings), `h` (heartbeat) and
 //! `c[code,"reason"]` (closed). A polling client reconnects after each answer.
+//!
+//! Sessions count toward their app's `max_connections` (a session is a connection) and
+//! toward the server's `max_fallback_sessions`; a session refused for either gets
+//! `c[4004,...]` or `c[4100,...]`, which pusher-js handles as it does those close codes
+//! on a WebSocket.
 
 use super::stream_request::{add_cors, cors_origin};
 use crate::server::AppState;
@@ -41,6 +46,9 @@ const ABANDONED: Duration = Duration::from_secs(60);
 const MAX_BATCH: usize = 64;
 /// Frames waiting for the client before it counts as a slow consumer.
 const MAX_PENDING: usize = 20_000;
+/// A resume's next page is read only while fewer frames than this wait for the client:
+/// a client that stops polling holds about one page of replay, not the whole replay.
+const REPLAY_ROOM: usize = MAX_BATCH;
 
 /// The live fallback sessions of this server.
 #[derive(Default)]
@@ -57,6 +65,9 @@ struct HttpSession {
     pending: Mutex<VecDeque<Bytes>>,
     closing: Mutex<Option<Disconnect>>,
     wake: Notify,
+    /// Tells the pump to look again for replay work: a frame was handled (it may have
+    /// started a replay) or the client took frames (there is room for a page).
+    pump_wake: Notify,
     /// Each receiving request takes a new generation; an older one still waiting
     /// (a poll the client gave up on) steps aside instead of taking frames.
     generation: AtomicU64,
@@ -94,10 +105,23 @@ impl HttpSession {
         self.wake.notify_waiters();
     }
 
-    /// Moves the session's outbox into `pending` until the session closes.
+    /// Moves the session's outbox, and resume replays a page at a time, into
+    /// `pending` until the session closes.
     async fn pump(self: Arc<Self>, mut rx: OutboxReceiver) {
         loop {
-            match rx.next().await {
+            let replay_due =
+                self.session.lock().await.replaying() && self.pending.lock().len() < REPLAY_ROOM;
+            let next = tokio::select! {
+                next = rx.next() => next,
+                () = std::future::ready(()), if replay_due => {
+                    let mut session = self.session.lock().await;
+                    let page = session.replay_page().await;
+                    self.push(page);
+                    continue;
+                }
+                () = self.pump_wake.notified() => continue,
+            };
+            match next {
                 Next::Send(item) => {
                     let mut session = self.session.lock().await;
                     let mut frames = Vec::new();
@@ -140,7 +164,10 @@ impl HttpSession {
                 let mut q = self.pending.lock();
                 if !q.is_empty() {
                     let n = q.len().min(MAX_BATCH);
-                    return Ok(q.drain(..n).collect());
+                    let batch = q.drain(..n).collect();
+                    drop(q);
+                    self.pump_wake.notify_one();
+                    return Ok(batch);
                 }
             }
             tokio::select! {
@@ -262,8 +289,10 @@ fn open_or_find(
     app: Arc<App>,
     key: String,
 ) -> Result<(Arc<HttpSession>, Option<Bytes>), Disconnect> {
-    let sessions = &state.fallback_sessions;
-    if let Some(s) = sessions.sessions.lock().get(&key) {
+    // One lock from lookup to insert: the cap is exact under a burst of new sessions,
+    // and two first requests for one session path cannot open two sessions.
+    let mut sessions = state.fallback_sessions.sessions.lock();
+    if let Some(s) = sessions.get(&key) {
         s.touch();
         return Ok((s.clone(), None));
     }
@@ -273,19 +302,31 @@ fn open_or_find(
             "Server is shutting down",
         ));
     }
+    if sessions.len() >= state.config.server.max_fallback_sessions {
+        metrics::counter!("crier_client_errors_total", "kind" => "fallback_capacity").increment(1);
+        return Err(Disconnect::new(
+            ErrorCode::OverCapacity,
+            "Over capacity: too many HTTP fallback sessions",
+        ));
+    }
     let (tx, rx) = outbox(state.node.settings.outbox_capacity);
-    let (session, established) = Session::open(state.node.clone(), app, tx.clone())?;
+    let (session, established) =
+        Session::open(state.node.clone(), app, tx.clone()).inspect_err(|_| {
+            metrics::counter!("crier_client_errors_total", "kind" => "fallback_refused")
+                .increment(1);
+        })?;
     let s = Arc::new(HttpSession {
         session: tokio::sync::Mutex::new(session),
         outbox: tx,
         pending: Mutex::new(VecDeque::new()),
         closing: Mutex::new(None),
         wake: Notify::new(),
+        pump_wake: Notify::new(),
         generation: AtomicU64::new(0),
         last_seen: Mutex::new(Instant::now()),
     });
     tokio::spawn(s.clone().pump(rx));
-    sessions.sessions.lock().insert(key, s.clone());
+    sessions.insert(key, s.clone());
     metrics::counter!("crier_http_fallback_sessions_total").increment(1);
     Ok((s, Some(established)))
 }
@@ -418,7 +459,10 @@ async fn send(
         // the pump filters after them can overtake them.
         let mut session = s.session.lock().await;
         match session.handle(&frame).await {
-            Ok(replies) => s.push(replies),
+            Ok(replies) => {
+                s.push(replies);
+                s.pump_wake.notify_one();
+            }
             Err(reason) => {
                 drop(session);
                 s.close(reason);

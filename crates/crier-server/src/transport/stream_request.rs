@@ -9,12 +9,9 @@ use axum::Json;
 use crier_core::position::Cursor;
 use crier_core::stream::StreamMember;
 use crier_core::App;
-use crier_protocol::{token, ChannelKind, ChannelName};
+use crier_protocol::{token, ChannelKind, ChannelName, ChannelNameError};
 use serde::Deserialize;
 use std::sync::Arc;
-
-/// Most channels one stream may carry.
-pub(crate) const MAX_STREAM_CHANNELS: usize = 100;
 
 #[derive(Deserialize, Default)]
 pub(crate) struct StreamQuery {
@@ -108,6 +105,49 @@ pub(crate) fn cors_origin(
     }
 }
 
+/// Why a `channels` list was refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ChannelsError {
+    #[error("channels is required (comma-separated)")]
+    Missing,
+    #[error("at most {max} channels per stream ({given} given)")]
+    TooMany { max: usize, given: usize },
+    #[error("invalid channel: {0}")]
+    Invalid(ChannelNameError),
+    #[error("channel {0} cannot be subscribed to")]
+    NotSubscribable(String),
+}
+
+/// Parses the comma-separated `channels` parameter (at most `max` names, the app's
+/// `max_channels_per_connection`), keeping the first occurrence of each name in order.
+///
+/// The count is checked before any name is parsed, so a URL listing tens of thousands
+/// of names costs one pass over its bytes rather than a parse (and, with the former
+/// linear de-duplication, a quadratic search) per name. Names are counted as written,
+/// duplicates included: a list over the limit is refused even if it repeats itself.
+pub(crate) fn parse_channels(list: &str, max: usize) -> Result<Vec<ChannelName>, ChannelsError> {
+    let names = || list.split(',').filter(|n| !n.is_empty());
+    let count = names().count();
+    if count == 0 {
+        return Err(ChannelsError::Missing);
+    }
+    if count > max {
+        return Err(ChannelsError::TooMany { max, given: count });
+    }
+    let mut seen = std::collections::HashSet::with_capacity(count);
+    let mut channels = Vec::with_capacity(count);
+    for name in names() {
+        let channel = ChannelName::parse(name).map_err(ChannelsError::Invalid)?;
+        if channel.kind() == ChannelKind::ServerToUser {
+            return Err(ChannelsError::NotSubscribable(name.to_owned()));
+        }
+        if seen.insert(channel.clone()) {
+            channels.push(channel);
+        }
+    }
+    Ok(channels)
+}
+
 /// Checks everything SPEC §4 requires before a stream starts.
 pub(crate) fn admit(
     state: &AppState,
@@ -136,37 +176,14 @@ pub(crate) fn admit(
             "server is shutting down",
         )));
     }
-    let names = query.channels.as_deref().unwrap_or("");
-    let mut channels: Vec<ChannelName> = Vec::new();
-    for name in names.split(',').filter(|n| !n.is_empty()) {
-        let channel = ChannelName::parse(name).map_err(|e| {
-            with_cors(StreamError::new(
-                StatusCode::BAD_REQUEST,
-                format!("invalid channel: {e}"),
-            ))
-        })?;
-        if channel.kind() == ChannelKind::ServerToUser {
-            return Err(with_cors(StreamError::new(
-                StatusCode::FORBIDDEN,
-                format!("channel {name} cannot be subscribed to"),
-            )));
-        }
-        if !channels.contains(&channel) {
-            channels.push(channel);
-        }
-    }
-    if channels.is_empty() {
-        return Err(with_cors(StreamError::new(
-            StatusCode::BAD_REQUEST,
-            "channels is required (comma-separated)",
-        )));
-    }
-    if channels.len() > MAX_STREAM_CHANNELS {
-        return Err(with_cors(StreamError::new(
-            StatusCode::BAD_REQUEST,
-            format!("at most {MAX_STREAM_CHANNELS} channels per stream"),
-        )));
-    }
+    let max = app.limits.max_channels_per_connection;
+    let channels = parse_channels(query.channels.as_deref().unwrap_or(""), max).map_err(|e| {
+        let status = match e {
+            ChannelsError::NotSubscribable(_) => StatusCode::FORBIDDEN,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        with_cors(StreamError::new(status, e.to_string()))
+    })?;
     let mut member = None;
     if channels.iter().any(|c| c.kind().requires_auth()) {
         let raw = query
@@ -273,5 +290,63 @@ pub(crate) fn open_failed(
     StreamError {
         origin,
         ..StreamError::new(status, e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The default `max_channels_per_connection`.
+    const MAX: usize = 100;
+
+    fn names(channels: &[ChannelName]) -> Vec<&str> {
+        channels.iter().map(ChannelName::as_str).collect()
+    }
+
+    #[test]
+    fn keeps_first_occurrence_in_order() {
+        let channels = parse_channels("b,a,,b,c,a", MAX).unwrap();
+        assert_eq!(names(&channels), ["b", "a", "c"]);
+    }
+
+    #[test]
+    fn the_limit_is_checked_before_names_are_parsed() {
+        // Every name here is invalid: only a count taken before parsing answers TooMany.
+        let list = vec!["bad name!"; MAX + 1].join(",");
+        assert_eq!(
+            parse_channels(&list, MAX),
+            Err(ChannelsError::TooMany { max: MAX, given: MAX + 1 })
+        );
+    }
+
+    #[test]
+    fn exactly_the_limit_is_allowed() {
+        let list: Vec<String> = (0..MAX).map(|i| format!("c{i}")).collect();
+        assert_eq!(
+            parse_channels(&list.join(","), MAX).unwrap().len(),
+            MAX
+        );
+    }
+
+    #[test]
+    fn a_huge_list_is_refused_quickly() {
+        let list: Vec<String> = (0..20_000).map(|i| format!("c{i}")).collect();
+        let err = parse_channels(&list.join(","), MAX).unwrap_err();
+        assert_eq!(err, ChannelsError::TooMany { max: MAX, given: 20_000 });
+        assert!(err.to_string().contains("at most 100 channels"), "{err}");
+    }
+
+    #[test]
+    fn empty_invalid_and_server_to_user_lists_are_refused() {
+        assert_eq!(parse_channels(",,", MAX), Err(ChannelsError::Missing));
+        assert!(matches!(
+            parse_channels("ok,bad name!", MAX),
+            Err(ChannelsError::Invalid(_))
+        ));
+        assert_eq!(
+            parse_channels("#server-to-user-1", MAX),
+            Err(ChannelsError::NotSubscribable("#server-to-user-1".into()))
+        );
     }
 }

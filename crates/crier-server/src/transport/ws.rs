@@ -1,6 +1,12 @@
 //! The Pusher protocol over WebSocket. One task per connection reads client frames
 //! into the session, drains the session's outbox into the socket (several queued
-//! frames per flush), pings on silence and closes with Pusher's codes.
+//! frames per flush), writes resume replays a page at a time, pings on silence and
+//! closes with Pusher's codes. Every write is bounded by `write_timeout`: a client
+//! that stops reading is dropped (it can resume with `since`) instead of holding the
+//! task and whatever it was about to write. [`wire`] holds what the WebSocket layer
+//! itself decides: upgrade limits and protocol-error closes.
+
+pub mod wire;
 
 use crate::server::AppState;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -11,9 +17,13 @@ use crier_core::outbox::{outbox, Disconnect, Next};
 use crier_core::session::{Delivery, Session};
 use crier_core::App;
 use crier_protocol::{frames, ErrorCode};
-use futures_util::SinkExt;
+use futures_util::{FutureExt, SinkExt};
 use serde::Deserialize;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::time::{sleep_until, Instant};
 
 /// Most frames written between two flushes.
@@ -30,18 +40,10 @@ pub(crate) async fn upgrade(
     Query(query): Query<ConnectQuery>,
     State(state): State<AppState>,
 ) -> Response {
-    let max = state.config.server.max_frame_bytes;
-    // tungstenite preallocates a 128 KiB read buffer per connection by default; a
-    // small one keeps idle connections cheap and grows only for large frames. Writes
-    // gather up to 8 KiB of queued frames before a syscall (flushed after each batch).
-    ws.max_message_size(max)
-        .max_frame_size(max)
-        .read_buffer_size(512)
-        .write_buffer_size(8 * 1024)
-        .on_upgrade(move |socket| {
-            let tasks = state.tasks.clone();
-            tasks.track_future(connection(socket, state, key, query.protocol))
-        })
+    wire::configure(ws, state.config.server.max_frame_bytes).on_upgrade(move |socket| {
+        let tasks = state.tasks.clone();
+        tasks.track_future(connection(socket, state, key, query.protocol))
+    })
 }
 
 /// Why the connection may not start, checked before a session exists.
@@ -80,18 +82,21 @@ fn text(bytes: Bytes) -> Message {
     Message::Text(Utf8Bytes::try_from(bytes).unwrap_or_else(|_| Utf8Bytes::from_static("{}")))
 }
 
-async fn close(socket: &mut WebSocket, reason: &Disconnect) {
-    let _ = socket
-        .feed(text(Bytes::from(frames::error(
-            &reason.message,
-            Some(reason.code.code()),
-        ))))
-        .await;
+async fn close(socket: &mut WebSocket, reason: &Disconnect, write_timeout: Duration) {
     let frame = CloseFrame {
         code: reason.code.code(),
         reason: Utf8Bytes::from(reason.message.as_ref()),
     };
-    if socket.send(Message::Close(Some(frame))).await.is_err() {
+    let error = text(Bytes::from(frames::error(
+        &reason.message,
+        Some(reason.code.code()),
+    )));
+    let sent = bounded(write_timeout, async {
+        socket.feed(error).await?;
+        socket.send(Message::Close(Some(frame))).await
+    })
+    .await;
+    if sent.is_err() {
         return;
     }
     // Wait briefly for the client's close reply, reading what it still sends: closing
@@ -109,8 +114,51 @@ async fn close(socket: &mut WebSocket, reason: &Disconnect) {
 enum Wake {
     Frame(Option<Result<Message, axum::Error>>),
     Outbox(Next),
+    /// A resume has another page to write.
+    Replay,
     Silence,
     Shutdown,
+}
+
+/// Always ready and stateless: the replay branch of the connection's `select!` then
+/// adds nothing to every connection's task (`std::future::ready` adds 8 bytes).
+struct Now;
+
+impl Future for Now {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+        Poll::Ready(())
+    }
+}
+
+/// Why the connection loop ended, which decides what the client is told.
+enum End {
+    /// Tell the client why (`pusher:error`), then close with that code.
+    Close(Disconnect),
+    /// The socket failed or ended: nothing can reach the client.
+    Gone,
+    /// The client sent a close frame; tungstenite's reply still has to be flushed.
+    ClosedByClient,
+    /// The client broke the WebSocket protocol (1002, 1007, 1009).
+    Failed(CloseFrame),
+    /// A write did not finish within `write_timeout`: the client stopped reading and
+    /// its socket is full, so not even a close frame would get through.
+    Stalled,
+}
+
+/// Runs a write, giving up after `limit`. Not an `async fn`: that would keep `write`
+/// twice (argument and awaited future, see `connection`), and the outbox write sits in
+/// every connection's task.
+fn bounded(
+    limit: Duration,
+    write: impl Future<Output = Result<(), axum::Error>>,
+) -> impl Future<Output = Result<(), End>> {
+    tokio::time::timeout(limit, write).map(|written| match written {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(End::Gone),
+        Err(_) => Err(End::Stalled),
+    })
 }
 
 // A plain fn returning an `async move` block, not an `async fn`: an async fn's task keeps
@@ -124,97 +172,110 @@ fn connection(
     protocol: Option<String>,
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
+        let write_timeout = state.node.settings.write_timeout;
         let app = match admission(&state, &key, protocol.as_deref()) {
             Ok(app) => app,
-            Err(reason) => return Box::pin(close(&mut socket, &reason)).await,
+            Err(reason) => return Box::pin(close(&mut socket, &reason, write_timeout)).await,
         };
         let settings = &state.node.settings;
         let (tx, mut rx) = outbox(settings.outbox_capacity);
         let (mut session, established) = match Session::open(state.node.clone(), app, tx) {
             Ok(opened) => opened,
-            Err(reason) => return Box::pin(close(&mut socket, &reason)).await,
+            Err(reason) => return Box::pin(close(&mut socket, &reason, write_timeout)).await,
         };
-        if socket.send(text(established)).await.is_err() {
+        if Box::pin(bounded(write_timeout, socket.send(text(established))))
+            .await
+            .is_err()
+        {
             return;
         }
         let activity = settings.activity_timeout;
         let pong_wait = settings.pong_timeout;
         let mut deadline = Instant::now() + activity;
         let mut awaiting_pong = false;
-        let write_timeout = settings.write_timeout;
-        let reason = loop {
-            // The select only says what woke us; the work happens after it, once its four
+        let end = loop {
+            // The select only says what woke us; the work happens after it, once its
             // futures are gone, so the task does not carry them and the work's futures
             // (a batch write with its timeout, a ping) at the same time. That keeps every
-            // idle connection's task smaller.
+            // idle connection's task smaller. Rare work (replies, replay pages, pings) is
+            // boxed so that only the hot outbox write sits in the task.
+            let replaying = session.replaying();
             let wake = tokio::select! {
                 incoming = socket.recv() => Wake::Frame(incoming),
                 next = rx.next() => Wake::Outbox(next),
+                // Unbiased with the others: live messages of other channels and client
+                // frames keep flowing between replay pages.
+                () = Now, if replaying => Wake::Replay,
                 () = sleep_until(deadline) => Wake::Silence,
                 () = state.shutdown.cancelled() => Wake::Shutdown,
             };
             match wake {
                 Wake::Frame(incoming) => {
-                    let Some(Ok(message)) = incoming else {
-                        break None;
+                    let message = match incoming {
+                        Some(Ok(message)) => message,
+                        Some(Err(error)) => match wire::close_frame_for(error) {
+                            Some(frame) => break End::Failed(frame),
+                            None => break End::Gone,
+                        },
+                        None => break End::Gone,
                     };
                     deadline = Instant::now() + activity;
                     awaiting_pong = false;
-                    match message {
-                        // Boxed: the handling future (subscribe, replay) is large and only
-                        // lives while a frame is processed; idle connections don't carry it.
+                    let replies = match message {
+                        // Boxed: the handling future (subscribe, history reads) is large
+                        // and only lives while a frame is processed.
                         Message::Text(t) => match Box::pin(session.handle(t.as_str())).await {
-                            Ok(replies) => {
-                                if Box::pin(write_all(&mut socket, replies)).await.is_err() {
-                                    break None;
-                                }
-                            }
-                            Err(reason) => break Some(reason),
+                            Ok(replies) => replies,
+                            Err(reason) => break End::Close(reason),
                         },
-                        Message::Binary(_) => {
-                            let e = frames::error("Binary frames are not supported", None);
-                            if socket.send(text(Bytes::from(e))).await.is_err() {
-                                break None;
-                            }
-                        }
-                        Message::Close(_) => break None,
-                        Message::Ping(_) | Message::Pong(_) => {}
+                        Message::Binary(_) => vec![Bytes::from(frames::error(
+                            "Binary frames are not supported",
+                            None,
+                        ))],
+                        Message::Close(_) => break End::ClosedByClient,
+                        Message::Ping(_) | Message::Pong(_) => Vec::new(),
+                    };
+                    if replies.is_empty() {
+                        continue;
+                    }
+                    if let Err(end) =
+                        Box::pin(bounded(write_timeout, write_all(&mut socket, replies))).await
+                    {
+                        break end;
                     }
                 }
                 Wake::Outbox(Next::Send(item)) => {
                     let write = write_batch(&mut socket, &mut session, &mut rx, item);
-                    match tokio::time::timeout(write_timeout, write).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => break None,
-                        Err(_) => {
-                            // The client stopped reading: its socket is full, so not even
-                            // a close frame would get through. Drop it; it can resume.
-                            metrics::counter!("crier_slow_consumer_disconnects_total").increment(1);
-                            session.close();
-                            return;
-                        }
+                    if let Err(end) = bounded(write_timeout, write).await {
+                        break end;
                     }
                 }
-                Wake::Outbox(Next::Close(reason)) => break Some(reason),
+                Wake::Outbox(Next::Close(reason)) => break End::Close(reason),
+                Wake::Replay => {
+                    // One page read, written, and dropped before the next is read.
+                    let page = Box::pin(session.replay_page()).await;
+                    if let Err(end) =
+                        Box::pin(bounded(write_timeout, write_all(&mut socket, page))).await
+                    {
+                        break end;
+                    }
+                }
                 Wake::Silence => {
                     if awaiting_pong {
-                        break Some(Disconnect::new(
+                        break End::Close(Disconnect::new(
                             ErrorCode::PongNotReceived,
                             "Pong reply not received",
                         ));
                     }
                     awaiting_pong = true;
                     deadline = Instant::now() + pong_wait;
-                    if socket
-                        .send(text(Bytes::from(frames::ping())))
-                        .await
-                        .is_err()
-                    {
-                        break None;
+                    let ping = socket.send(text(Bytes::from(frames::ping())));
+                    if let Err(end) = Box::pin(bounded(write_timeout, ping)).await {
+                        break end;
                     }
                 }
                 Wake::Shutdown => {
-                    break Some(Disconnect::new(
+                    break End::Close(Disconnect::new(
                         ErrorCode::GenericReconnect,
                         "Server is shutting down; reconnect",
                     ));
@@ -222,11 +283,31 @@ fn connection(
             }
         };
         session.close();
-        if let Some(reason) = reason {
+        // One boxed future that takes `end` by value: matching here, with an await per
+        // arm, would keep `end` in every connection's task for its whole life (the
+        // task's allocation grows in 128-byte steps).
+        Box::pin(finish(&mut socket, end, write_timeout)).await;
+    }
+}
+
+/// Tells the client how the connection ended, as far as anything can still reach it.
+async fn finish(socket: &mut WebSocket, end: End, write_timeout: Duration) {
+    match end {
+        End::Close(reason) => {
             metrics::counter!("crier_disconnects_total", "code" => reason.code.code().to_string())
                 .increment(1);
-            Box::pin(close(&mut socket, &reason)).await;
+            close(socket, &reason, write_timeout).await;
         }
+        End::Failed(frame) => {
+            metrics::counter!("crier_disconnects_total", "code" => frame.code.to_string())
+                .increment(1);
+            wire::fail(socket, frame, write_timeout).await;
+        }
+        End::Stalled => {
+            metrics::counter!("crier_slow_consumer_disconnects_total").increment(1);
+        }
+        End::ClosedByClient => wire::finish_client_close(socket, write_timeout).await,
+        End::Gone => {}
     }
 }
 
