@@ -482,6 +482,22 @@ impl Hub {
     }
 
     /// User ids present on a presence channel.
+    /// Whether `user_id` could join the presence channel now: lets a request with
+    /// several channels be refused before it joins any of them. A join racing this
+    /// check can still fill the channel; `subscribe` then refuses as usual.
+    pub fn presence_has_room(
+        &self,
+        app: &str,
+        channel: &ChannelName,
+        user_id: &str,
+        max: usize,
+    ) -> bool {
+        match self.channel(app, channel) {
+            Some(entry) => entry.lock().roster.has_room_for(user_id, max),
+            None => max > 0,
+        }
+    }
+
     pub fn members(&self, app: &str, channel: &ChannelName) -> Vec<String> {
         let Some(entry) = self.channel(app, channel) else {
             return Vec::new();

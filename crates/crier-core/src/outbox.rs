@@ -48,6 +48,8 @@ struct State {
     queue: VecDeque<Outgoing>,
     closing: Option<Disconnect>,
     receiver_alive: bool,
+    /// The queue overflowed and the transport has not yet taken the close.
+    overflowed: bool,
 }
 
 struct Shared {
@@ -86,6 +88,7 @@ pub fn outbox(capacity: usize) -> (Outbox, OutboxReceiver) {
             queue: VecDeque::new(),
             closing: None,
             receiver_alive: true,
+            overflowed: false,
         }),
         wake: Notify::new(),
         capacity: capacity.max(1),
@@ -107,9 +110,12 @@ impl Outbox {
             return false;
         }
         if state.queue.len() >= self.shared.capacity {
+            // Counted when the transport acts on it (`next`), not here: a transport
+            // whose client stopped reading may never get that far, and is then counted
+            // where it is dropped instead (its write timeout), once.
             state.closing = Some(Disconnect::slow_consumer());
+            state.overflowed = true;
             drop(state);
-            metrics::counter!("crier_slow_consumer_disconnects_total").increment(1);
             self.shared.wake.notify_one();
             return false;
         }
@@ -150,6 +156,11 @@ impl OutboxReceiver {
     pub async fn next(&mut self) -> Next {
         loop {
             if let Some(next) = self.take() {
+                if matches!(next, Next::Close(_))
+                    && std::mem::take(&mut self.shared.state.lock().overflowed)
+                {
+                    metrics::counter!("crier_slow_consumer_disconnects_total").increment(1);
+                }
                 return next;
             }
             self.shared.wake.notified().await;

@@ -66,6 +66,11 @@ impl Roster {
         self.members.len()
     }
 
+    /// Whether `join` would admit `user_id` (a member already, or room for one more).
+    pub fn has_room_for(&self, user_id: &str, max: usize) -> bool {
+        self.members.contains_key(user_id) || self.members.len() < max
+    }
+
     pub fn is_empty(&self) -> bool {
         self.members.is_empty()
     }

@@ -1,7 +1,10 @@
 //! A multi-channel message stream with a resumable cursor: what SSE and long-poll
-//! clients consume. Opening one registers for live messages first, then replays
-//! history after the cursor, so nothing published meanwhile is lost; `accept` drops
-//! what the replay already carried and advances the cursor.
+//! clients consume. Opening one registers for live messages first; the messages after
+//! the client's cursor are then read from history a page at a time (`replay_page`), as
+//! the transport can send them, so one request never makes the server hold more than a
+//! page. Live messages of a channel still being replayed are dropped (history stores a
+//! message before it is delivered, so the replay carries them); `accept` also drops
+//! what the replay already carried, and advances the cursor.
 
 use crate::app::App;
 use crate::history::HistoryError;
@@ -12,7 +15,7 @@ use crate::outbox::Outbox;
 use crate::position::{Cursor, StreamPosition};
 use bytes::Bytes;
 use crier_protocol::{frames, ChannelName};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 /// One item of a stream, in the order the client must see them.
@@ -61,15 +64,24 @@ pub struct Stream {
     cursor: Cursor,
     /// Replay high-water marks still to be passed by live messages.
     recovering: HashMap<ChannelName, StreamPosition>,
+    /// Channels whose missed messages are still to be read, in order.
+    replays: VecDeque<Replay>,
+}
+
+/// A channel being caught up from history.
+struct Replay {
+    channel: ChannelName,
+    after: StreamPosition,
+    first_page: bool,
 }
 
 impl Stream {
-    /// Subscribes to `channels` and returns the stream with the messages after
-    /// `since` (all retained ones, after a gap marker, when `since` is not covered).
-    /// Channels `since` does not mention start from their current tip.
+    /// Subscribes to `channels`. Channels `since` mentions are then caught up with
+    /// [`Stream::replay_page`] (after a gap marker when `since` is not covered); the
+    /// others start from their current tip.
     ///
     /// # Errors
-    /// History failures, or a full presence channel.
+    /// History failures, a full presence channel, or the app at its connection limit.
     pub async fn open(
         node: Arc<Node>,
         app: Arc<App>,
@@ -77,8 +89,7 @@ impl Stream {
         since: Option<&Cursor>,
         member: Option<&StreamMember>,
         outbox: Outbox,
-        replay_limit: usize,
-    ) -> Result<(Self, Vec<StreamItem>), StreamError> {
+    ) -> Result<Self, StreamError> {
         // A stream holds a connection open like a WebSocket does, so it counts toward
         // the app's `max_connections` until it is dropped.
         if !app.try_add_connection() {
@@ -92,6 +103,7 @@ impl Stream {
             channels: Vec::new(),
             cursor: Cursor::default(),
             recovering: HashMap::new(),
+            replays: VecDeque::new(),
         };
         for channel in &channels {
             let presence = match (member, channel.kind()) {
@@ -113,45 +125,73 @@ impl Stream {
             stream.channels.push(channel.clone());
         }
         let history = node.broker.history().clone();
-        let mut items = Vec::new();
         for channel in &channels {
-            let Some(after) = since.and_then(|c| c.get(channel)).cloned() else {
-                let tip = history.tip(&app.id, channel).await?;
-                stream.recovering.insert(channel.clone(), tip.clone());
-                stream.cursor.set(channel.clone(), tip);
-                continue;
-            };
-            let mut after = after;
-            let mut sent = 0;
-            let mut first = true;
-            loop {
-                let page = history
-                    .read(
-                        &app.id,
-                        channel,
-                        Some(&after),
-                        (replay_limit - sent).clamp(1, 500),
-                    )
-                    .await?;
-                if first && page.gap {
-                    items.push(StreamItem::Gap(channel.clone()));
+            match since.and_then(|c| c.get(channel)).cloned() {
+                Some(after) => {
+                    stream.cursor.set(channel.clone(), after.clone());
+                    stream.replays.push_back(Replay {
+                        channel: channel.clone(),
+                        after,
+                        first_page: true,
+                    });
                 }
-                first = false;
-                sent += page.messages.len();
-                items.extend(page.messages.into_iter().map(StreamItem::Message));
-                after = page.position;
-                if !page.more || sent >= replay_limit {
-                    break;
+                None => {
+                    let tip = history.tip(&app.id, channel).await?;
+                    stream.recovering.insert(channel.clone(), tip.clone());
+                    stream.cursor.set(channel.clone(), tip);
                 }
             }
-            stream.recovering.insert(channel.clone(), after.clone());
-            stream.cursor.set(channel.clone(), after);
         }
-        Ok((stream, items))
+        Ok(stream)
+    }
+
+    /// Whether missed messages are still to be read with [`Stream::replay_page`].
+    pub fn replaying(&self) -> bool {
+        !self.replays.is_empty()
+    }
+
+    /// The next (at most `limit`) missed messages, oldest first, of the first channel
+    /// still being caught up; empty once every channel is. The caller sends them and
+    /// calls [`Stream::advance`] for each.
+    ///
+    /// # Errors
+    /// History failures.
+    pub async fn replay_page(&mut self, limit: usize) -> Result<Vec<StreamItem>, HistoryError> {
+        let Some(replay) = self.replays.front_mut() else {
+            return Ok(Vec::new());
+        };
+        let page = self
+            .node
+            .broker
+            .history()
+            .read(
+                &self.app.id,
+                &replay.channel,
+                Some(&replay.after),
+                limit.max(1),
+            )
+            .await?;
+        let mut items = Vec::with_capacity(page.messages.len() + 1);
+        if replay.first_page && page.gap {
+            items.push(StreamItem::Gap(replay.channel.clone()));
+        }
+        replay.first_page = false;
+        items.extend(page.messages.into_iter().map(StreamItem::Message));
+        replay.after = page.position;
+        if !page.more {
+            if let Some(done) = self.replays.pop_front() {
+                self.cursor.set(done.channel.clone(), done.after.clone());
+                self.recovering.insert(done.channel, done.after);
+            }
+        }
+        Ok(items)
     }
 
     /// Whether a live message is new to this stream; advances the cursor if so.
     pub fn accept(&mut self, message: &Published) -> bool {
+        if !self.replays.is_empty() && self.replays.iter().any(|r| r.channel == message.channel) {
+            return false;
+        }
         if let Some(done) = self.recovering.get(&message.channel) {
             if done.epoch == message.position.epoch && message.position.offset <= done.offset {
                 return false;

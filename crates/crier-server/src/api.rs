@@ -6,7 +6,10 @@ mod messages;
 mod users;
 
 use crate::server::AppState;
+use axum::body::Body;
+use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, Uri};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -63,6 +66,26 @@ impl IntoResponse for ApiError {
             Json(serde_json::json!({ "error": self.message })),
         )
             .into_response()
+    }
+}
+
+/// Reads the body of every API request before its handler runs, so a body over
+/// `max_body_bytes` or one that trickles in gets a JSON error (413, 408) on every
+/// endpoint, before anything is authenticated or published.
+pub(crate) async fn buffered_body(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let server = &state.config.server;
+    let (parts, body) = request.into_parts();
+    let deadline = std::time::Duration::from_secs(server.handshake_timeout_secs);
+    match crate::request_body::read(&parts.headers, body, server.max_body_bytes, deadline).await {
+        Ok(bytes) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Err(e) => ApiError::new(e.status(), e.message("server.max_body_bytes")).into_response(),
     }
 }
 

@@ -62,6 +62,12 @@ pub struct ServerConfig {
     /// pusher-js HTTP fallback sessions (xhr_streaming, xhr_polling) open at once; a new
     /// one beyond is refused with 4100 (over capacity).
     pub max_fallback_sessions: usize,
+    /// Seconds a connection may take to send a complete request head (from accept,
+    /// and again while idle between keep-alive requests), then a request body, and a
+    /// WebSocket to receive its `connection_established`.
+    pub handshake_timeout_secs: u64,
+    /// Largest request head (request line and headers), in bytes (431 beyond).
+    pub max_header_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -81,6 +87,10 @@ impl Default for ServerConfig {
             write_timeout_secs: 10,
             poll_presence_grace_secs: 10,
             max_fallback_sessions: 10_000,
+            handshake_timeout_secs: 10,
+            // 100 channel names of up to 164 characters in an SSE or long-poll URL, plus a
+            // token listing them, come to about 40 KiB.
+            max_header_bytes: 64 * 1024,
         }
     }
 }
@@ -294,6 +304,13 @@ pub struct Overrides {
     /// Seconds messages are kept [history.max_age_secs].
     #[arg(long, env = "CRIER_HISTORY_MAX_AGE_SECS")]
     pub history_max_age_secs: Option<u64>,
+    /// Seconds to receive request headers, a request body, or complete a WebSocket
+    /// handshake; also the keep-alive idle limit [server.handshake_timeout_secs, default 10].
+    #[arg(long, env = "CRIER_HANDSHAKE_TIMEOUT_SECS")]
+    pub handshake_timeout_secs: Option<u64>,
+    /// Largest HTTP request head in bytes, 431 beyond [server.max_header_bytes, default 65536].
+    #[arg(long, env = "CRIER_MAX_HEADER_BYTES")]
+    pub max_header_bytes: Option<usize>,
     /// Broker kind [broker.kind].
     #[arg(long, env = "CRIER_BROKER", value_enum)]
     pub broker: Option<BrokerKind>,
@@ -313,6 +330,9 @@ pub struct Overrides {
     )]
     pub app_secret: Option<String>,
 }
+
+/// Smallest `max_header_bytes`: browsers send about 1 KiB of headers, cookies more.
+const MIN_HEADER_BYTES: usize = 4096;
 
 /// A configuration problem, naming the key.
 #[derive(Debug, thiserror::Error)]
@@ -379,6 +399,12 @@ impl Config {
         }
         if let Some(v) = &o.log_file {
             s.log_file = v.clone();
+        }
+        if let Some(v) = o.handshake_timeout_secs {
+            s.handshake_timeout_secs = v;
+        }
+        if let Some(v) = o.max_header_bytes {
+            s.max_header_bytes = v;
         }
         if let Some(v) = &o.udp_listen {
             c.ingest.udp.listen = v.clone();
@@ -498,6 +524,18 @@ impl Config {
         if self.server.outbox_capacity == 0 {
             return Err(invalid("server.outbox_capacity", "must be at least 1"));
         }
+        if self.server.handshake_timeout_secs == 0 {
+            return Err(invalid(
+                "server.handshake_timeout_secs",
+                "must be at least 1 (a connection without a deadline can be held open forever)",
+            ));
+        }
+        if self.server.max_header_bytes < MIN_HEADER_BYTES {
+            return Err(invalid(
+                "server.max_header_bytes",
+                format!("must be at least {MIN_HEADER_BYTES}"),
+            ));
+        }
         if self.broker.kind == BrokerKind::Redis && self.broker.url.is_empty() {
             return Err(invalid("broker.url", "needed with kind = \"redis\""));
         }
@@ -580,6 +618,14 @@ url = "redis://127.0.0.1:6379"
         c.ingest.udp.listen = "0.0.0.0:6002".into();
         c.apps[0].secret = "a-real-secret".into();
         c.validate().expect("a real secret with UDP off loopback");
+        c.server.listen = "127.0.0.1:0".into();
+        c.server.handshake_timeout_secs = 0;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.starts_with("server.handshake_timeout_secs"), "{e}");
+        c.server.handshake_timeout_secs = 10;
+        c.server.max_header_bytes = 100;
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.starts_with("server.max_header_bytes"), "{e}");
         c.server.listen = "nope".into();
         assert!(c
             .validate()

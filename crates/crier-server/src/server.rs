@@ -4,7 +4,7 @@
 use crate::config::Config;
 use crate::{api, build, ingest, ops, transport};
 use axum::extract::DefaultBodyLimit;
-use axum::Router;
+use axum::{middleware, Router};
 use crier_core::Node;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -63,9 +63,17 @@ impl Running {
 
 fn router(state: AppState) -> Router {
     let max_body = state.config.server.max_body_bytes;
+    let api = api::routes()
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            api::buffered_body,
+        ))
+        // The middleware above has already enforced the limit (with a JSON 413); this
+        // only keeps axum's 2 MiB default from cutting a larger configured limit.
+        .layer(DefaultBodyLimit::max(max_body));
     Router::new()
         .merge(transport::routes())
-        .merge(api::routes().layer(DefaultBodyLimit::max(max_body)))
+        .merge(api)
         .merge(ops::routes())
         .fallback(api::not_found)
         .with_state(state)
@@ -104,17 +112,22 @@ pub async fn run(listener: TcpListener, config: Config) -> anyhow::Result<Runnin
     );
     crate::metrics::handle();
     let udp_addr = ingest::start(&state).await?;
-    // `axum::serve` given a `Router` rebuilds the route table for every connection
-    // (`with_state(())` per accept), and an SSE stream or a long-poller keeps its copy
-    // as long as the connection lives: 13 KiB each (crier-bench sse). Built once, each
-    // connection shares it.
-    let app = router(state.clone()).with_state(()).into_make_service();
-    let serve_token = shutdown.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { serve_token.cancelled().await })
-            .await
-    });
+    // Built once and shared by every connection. (`axum::serve` given a `Router`
+    // rebuilt the route table per connection, `with_state(())` per accept, and an SSE
+    // stream or a long-poller kept its copy as long as it lived: 13 KiB each,
+    // crier-bench sse.)
+    let app = router(state.clone()).with_state(());
+    let limits = crate::listener::Limits {
+        header_timeout: Duration::from_secs(config.server.handshake_timeout_secs),
+        max_header_bytes: config.server.max_header_bytes,
+        write_timeout: node.settings.write_timeout,
+    };
+    let server = tokio::spawn(crate::listener::serve(
+        listener,
+        app,
+        limits,
+        shutdown.clone(),
+    ));
     let handle = tokio::spawn(drain_on_shutdown(state, server));
     Ok(Running {
         addr,

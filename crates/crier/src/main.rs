@@ -86,6 +86,9 @@ async fn serve_until_signal(config: Config) -> anyhow::Result<()> {
     let dev = config.uses_dev_credentials();
     let apps: Vec<String> = config.apps.iter().map(|a| a.key.clone()).collect();
     let running = crier_server::run(listener, config).await?;
+    // Registered before the banner: a SIGTERM sent as soon as it is printed (a
+    // supervisor, a test) must drain the server, not meet the default action.
+    let stop = shutdown_signal();
     let addr = running.addr;
     println!("crier listening on http://{addr}");
     for key in &apps {
@@ -104,23 +107,27 @@ async fn serve_until_signal(config: Config) -> anyhow::Result<()> {
              configure real apps before exposing this server"
         );
     }
-    wait_for_signal().await;
+    stop.await;
     running.shutdown();
     running.wait().await
 }
 
-async fn wait_for_signal() {
+/// Installs the SIGTERM and SIGINT handlers now; the future ends at the first signal.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        // Without signal handlers the server can still be stopped by killing it.
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            // Without signal handlers the server can still be stopped by killing it.
+            std::future::pending::<()>().await;
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
     }
 }

@@ -31,6 +31,10 @@ fn help_documents_flags_and_env() {
         "--log-format",
         "--log-file",
         "CRIER_LISTEN",
+        "--handshake-timeout-secs",
+        "CRIER_HANDSHAKE_TIMEOUT_SECS",
+        "--max-header-bytes",
+        "CRIER_MAX_HEADER_BYTES",
         "publish",
         "serve",
     ] {

@@ -62,7 +62,9 @@ struct HttpSession {
     outbox: Outbox,
     /// Frames ready for the client, in order: replies of `Session::handle` and
     /// filtered outbox items, both appended under the session lock.
-    pending: Mutex<VecDeque<Bytes>>,
+    pending: Mutex<Pending>,
+    /// How long frames may wait with no request taking them (`write_timeout`).
+    write_timeout: Duration,
     closing: Mutex<Option<Disconnect>>,
     wake: Notify,
     /// Tells the pump to look again for replay work: a frame was handled (it may have
@@ -72,6 +74,14 @@ struct HttpSession {
     /// (a poll the client gave up on) steps aside instead of taking frames.
     generation: AtomicU64,
     last_seen: Mutex<Instant>,
+}
+
+#[derive(Default)]
+struct Pending {
+    frames: VecDeque<Bytes>,
+    /// When the oldest frame still waiting was queued, or the last time a request
+    /// took frames while more stayed behind.
+    since: Option<Instant>,
 }
 
 impl HttpSession {
@@ -89,18 +99,33 @@ impl HttpSession {
         self.wake.notify_waiters();
     }
 
+    /// Whether frames have waited longer than `write_timeout` with nobody taking them.
+    fn stalled(&self, pending: &Pending) -> bool {
+        pending
+            .since
+            .is_some_and(|t| t.elapsed() > self.write_timeout)
+    }
+
     /// Appends frames; call with the session lock held so order is kept.
     fn push(&self, frames: Vec<Bytes>) {
         if frames.is_empty() {
             return;
         }
         let mut q = self.pending.lock();
-        if q.len() + frames.len() > MAX_PENDING {
+        // A client whose stream was cut (write_timeout) or who stopped polling takes
+        // nothing: close it as the WebSocket loop would rather than queue up to
+        // MAX_PENDING frames until the session is reaped as abandoned.
+        if self.stalled(&q) || q.frames.len() + frames.len() > MAX_PENDING {
+            q.frames = VecDeque::new();
+            q.since = None;
             drop(q);
             self.close(Disconnect::slow_consumer());
             return;
         }
-        q.extend(frames);
+        if q.frames.is_empty() {
+            q.since = Some(Instant::now());
+        }
+        q.frames.extend(frames);
         drop(q);
         self.wake.notify_waiters();
     }
@@ -109,8 +134,8 @@ impl HttpSession {
     /// `pending` until the session closes.
     async fn pump(self: Arc<Self>, mut rx: OutboxReceiver) {
         loop {
-            let replay_due =
-                self.session.lock().await.replaying() && self.pending.lock().len() < REPLAY_ROOM;
+            let replay_due = self.session.lock().await.replaying()
+                && self.pending.lock().frames.len() < REPLAY_ROOM;
             let next = tokio::select! {
                 next = rx.next() => next,
                 () = std::future::ready(()), if replay_due => {
@@ -162,9 +187,10 @@ impl HttpSession {
             }
             {
                 let mut q = self.pending.lock();
-                if !q.is_empty() {
-                    let n = q.len().min(MAX_BATCH);
-                    let batch = q.drain(..n).collect();
+                if !q.frames.is_empty() {
+                    let n = q.frames.len().min(MAX_BATCH);
+                    let batch = q.frames.drain(..n).collect();
+                    q.since = (!q.frames.is_empty()).then(Instant::now);
                     drop(q);
                     self.pump_wake.notify_one();
                     return Ok(batch);
@@ -178,6 +204,8 @@ impl HttpSession {
     }
 }
 
+mod send;
+
 pub(crate) fn routes() -> Router<AppState> {
     let base = "/pusher/app/{key}/{server}/{session}";
     Router::new()
@@ -186,7 +214,10 @@ pub(crate) fn routes() -> Router<AppState> {
             post(streaming).options(preflight),
         )
         .route(&format!("{base}/xhr"), post(polling).options(preflight))
-        .route(&format!("{base}/xhr_send"), post(send).options(preflight))
+        .route(
+            &format!("{base}/xhr_send"),
+            post(send::send).options(preflight),
+        )
 }
 
 /// Runs every few seconds: closes sessions whose client went away.
@@ -210,16 +241,20 @@ pub async fn reap(sessions: Arc<FallbackSessions>, shutdown: tokio_util::sync::C
                 .filter(|(_, s)| {
                     now.duration_since(*s.last_seen.lock()) > ABANDONED
                         || s.closing.lock().is_some()
+                        // Its stream was cut and no new request came for the frames.
+                        || s.stalled(&s.pending.lock())
                 })
                 .map(|(k, _)| k.clone())
                 .collect();
             keys.iter().filter_map(|k| map.remove(k)).collect()
         };
         for s in gone {
-            s.close(Disconnect::new(
-                ErrorCode::GenericReconnect,
-                "session abandoned",
-            ));
+            let reason = if s.stalled(&s.pending.lock()) {
+                Disconnect::slow_consumer()
+            } else {
+                Disconnect::new(ErrorCode::GenericReconnect, "session abandoned")
+            };
+            s.close(reason);
             s.session.lock().await.close();
         }
     }
@@ -318,7 +353,8 @@ fn open_or_find(
     let s = Arc::new(HttpSession {
         session: tokio::sync::Mutex::new(session),
         outbox: tx,
-        pending: Mutex::new(VecDeque::new()),
+        pending: Mutex::default(),
+        write_timeout: state.node.settings.write_timeout,
         closing: Mutex::new(None),
         wake: Notify::new(),
         pump_wake: Notify::new(),
@@ -429,52 +465,6 @@ async fn polling(
         }
     };
     respond(Body::from(body), origin)
-}
-
-async fn send(
-    State(state): State<AppState>,
-    Path((key, server, session)): Path<(String, String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let (_, origin) = match app_for(&state, &key, &headers) {
-        Ok(a) => a,
-        Err(r) => return *r,
-    };
-    let skey = session_key(&key, &server, &session);
-    let Some(s) = state.fallback_sessions.sessions.lock().get(&skey).cloned() else {
-        return (StatusCode::NOT_FOUND, "no such session").into_response();
-    };
-    s.touch();
-    let Ok(frames) = serde_json::from_slice::<Vec<String>>(&body) else {
-        return (
-            StatusCode::BAD_REQUEST,
-            "body must be a JSON array of strings",
-        )
-            .into_response();
-    };
-    tracing::debug!(session = %skey, frames = frames.len(), "xhr send");
-    for frame in frames {
-        // Replies are queued before the lock is released, so no live message that
-        // the pump filters after them can overtake them.
-        let mut session = s.session.lock().await;
-        match session.handle(&frame).await {
-            Ok(replies) => {
-                s.push(replies);
-                s.pump_wake.notify_one();
-            }
-            Err(reason) => {
-                drop(session);
-                s.close(reason);
-                break;
-            }
-        }
-    }
-    let mut res = StatusCode::NO_CONTENT.into_response();
-    if let Some(origin) = origin {
-        add_cors(res.headers_mut(), origin);
-    }
-    res
 }
 
 async fn preflight(

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, BytesMut};
 use crier_core::hub::{ConnId, PresenceJoin};
 use crier_core::outbox::{outbox, Next, Outgoing};
-use crier_core::stream::{Stream, StreamItem, StreamMember};
+use crier_core::stream::{Stream, StreamMember};
 use crier_core::{App, Node};
 use crier_protocol::{ChannelKind, ChannelName};
 use parking_lot::Mutex;
@@ -22,7 +22,8 @@ use tokio::time::Instant;
 
 const DEFAULT_TIMEOUT_SECS: u64 = 30;
 const MAX_TIMEOUT_SECS: u64 = 120;
-/// Most messages per channel in one answer; the client polls again for more.
+/// Most messages in one answer, over all its channels; the client polls again with
+/// the returned cursor for more.
 const PAGE: usize = 100;
 
 type LeaseKey = (Arc<str>, ChannelName, Arc<str>);
@@ -150,6 +151,22 @@ pub(crate) async fn handle(
         },
     };
     let timeout = Duration::from_secs(timeout);
+    let (tx, mut rx) = outbox(state.node.settings.outbox_capacity);
+    // The stream first: it checks the app's connection limit, so a refused poll has
+    // not joined or renewed a presence membership.
+    let opened = Stream::open(
+        state.node.clone(),
+        admitted.app.clone(),
+        admitted.channels.clone(),
+        admitted.cursor.as_ref(),
+        None,
+        tx,
+    )
+    .await;
+    let mut stream = match opened {
+        Ok(o) => o,
+        Err(e) => return super::stream_request::open_failed(&e, admitted.cors).into_response(),
+    };
     if let Some(member) = &admitted.member {
         let grace = Duration::from_secs(state.config.server.poll_presence_grace_secs);
         let until = Instant::now() + timeout + grace;
@@ -160,31 +177,23 @@ pub(crate) async fn handle(
             member,
             until,
         ) {
-            return super::stream_request::StreamError::new(
-                StatusCode::FORBIDDEN,
-                format!("presence channel {channel} is full"),
-            )
-            .into_response();
+            let full = crier_core::stream::StreamError::PresenceFull(channel);
+            return super::stream_request::open_failed(&full, admitted.cors).into_response();
         }
     }
-    let (tx, mut rx) = outbox(state.node.settings.outbox_capacity);
-    let opened = Stream::open(
-        state.node.clone(),
-        admitted.app.clone(),
-        admitted.channels,
-        admitted.cursor.as_ref(),
-        None,
-        tx,
-        PAGE,
-    )
-    .await;
-    let (mut stream, replay) = match opened {
-        Ok(o) => o,
-        Err(e) => return super::stream_request::open_failed(&e, admitted.cors).into_response(),
-    };
-    let mut items: Vec<bytes::Bytes> = replay.iter().map(StreamItem::envelope).collect();
-    for item in &replay {
-        stream.advance(item);
+    let mut items: Vec<bytes::Bytes> = Vec::new();
+    while stream.replaying() && items.len() < PAGE {
+        let page = match stream.replay_page(PAGE - items.len()).await {
+            Ok(page) => page,
+            Err(e) => {
+                let failed = crier_core::stream::StreamError::History(e);
+                return super::stream_request::open_failed(&failed, admitted.cors).into_response();
+            }
+        };
+        for item in &page {
+            stream.advance(item);
+            items.push(item.envelope());
+        }
     }
     if items.is_empty() {
         let expired = tokio::time::sleep_until(Instant::now() + timeout);

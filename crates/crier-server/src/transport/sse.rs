@@ -10,7 +10,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
-use crier_core::outbox::{outbox, Next, OutboxReceiver, Outgoing};
+use crier_core::outbox::{outbox, Disconnect, Next, OutboxReceiver, Outgoing};
 use crier_core::stream::{Stream, StreamItem};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -53,25 +53,19 @@ pub(crate) async fn handle(
         admitted.cursor.as_ref(),
         admitted.member.as_ref(),
         tx,
-        state.node.settings.replay_limit,
     )
     .await;
-    let (mut stream, replay) = match opened {
+    let stream = match opened {
         Ok(o) => o,
         Err(e) => return super::stream_request::open_failed(&e, admitted.cors).into_response(),
     };
-    let mut first = BytesMut::new();
-    first.put_slice(format!("retry: {RETRY_MS}\n\n").as_bytes());
-    for item in &replay {
-        stream.advance(item);
-        push_event(&mut first, &stream.cursor(), &item.envelope());
-    }
+    let first = Bytes::from(format!("retry: {RETRY_MS}\n\n"));
     metrics::gauge!("crier_sse_streams").increment(1.0);
     let body = SseBody {
         stream,
         rx,
         shutdown: state.shutdown.clone(),
-        pending: Some(first.freeze()),
+        pending: Some(first),
     };
     let mut res = Response::new(Body::from_stream(futures_util::stream::unfold(
         body,
@@ -123,6 +117,35 @@ impl SseBody {
         }
         loop {
             let mut buf = BytesMut::new();
+            if self.stream.replaying() {
+                // Missed messages go out a page per chunk, each read only once the
+                // previous chunk was taken, so a client that reads slowly (or not at
+                // all) holds one page. Live messages of channels already caught up
+                // are drained first: a long replay must not overflow the outbox.
+                for _ in 0..MAX_BATCH {
+                    let Some(item) = self.rx.try_next() else {
+                        break;
+                    };
+                    self.add(&mut buf, item);
+                }
+                match self.stream.replay_page(MAX_BATCH).await {
+                    Ok(page) => {
+                        for item in &page {
+                            self.stream.advance(item);
+                            push_event(&mut buf, &self.stream.cursor(), &item.envelope());
+                        }
+                    }
+                    Err(e) => {
+                        // The browser reconnects with its cursor and resumes.
+                        tracing::warn!(error = %e, "history read failed during an SSE resume");
+                        return None;
+                    }
+                }
+                if !buf.is_empty() {
+                    return Some((Ok(buf.freeze()), self));
+                }
+                continue;
+            }
             tokio::select! {
                 next = self.rx.next() => match next {
                     Next::Send(item) => {
@@ -132,7 +155,14 @@ impl SseBody {
                             self.add(&mut buf, item);
                         }
                     }
-                    // Slow consumer: end the stream; the browser resumes from its cursor.
+                    // Slow consumer: drop the connection rather than end the response.
+                    // Ending it gracefully would leave hyper flushing what the client
+                    // does not read until the write deadline (and count the client a
+                    // second time there). The browser resumes from its cursor either way.
+                    Next::Close(reason) if reason == Disconnect::slow_consumer() => {
+                        let e = std::io::Error::other("slow consumer");
+                        return Some((Err(e), self));
+                    }
                     Next::Close(_) => return None,
                 },
                 () = tokio::time::sleep(HEARTBEAT) => buf.put_slice(b": heartbeat\n\n"),

@@ -217,6 +217,26 @@ pub(crate) fn admit(
                         "presence channels need a token with sub",
                     ))
                 })?;
+            // Every presence channel is checked before the stream joins any of them:
+            // joining the first and then being refused by the second would announce
+            // a member to the first channel's subscribers and webhooks for a request
+            // that was rejected.
+            let max = app.limits.max_presence_members;
+            for channel in channels
+                .iter()
+                .filter(|c| c.kind() == ChannelKind::Presence)
+            {
+                if !state
+                    .node
+                    .hub
+                    .presence_has_room(&app.id, channel, &sub, max)
+                {
+                    return Err(with_cors(StreamError::new(
+                        StatusCode::FORBIDDEN,
+                        format!("presence channel {channel} is full"),
+                    )));
+                }
+            }
             member = Some(StreamMember {
                 user_id: Arc::from(sub),
                 user_info: claims.user_info.clone().unwrap_or(serde_json::Value::Null),
@@ -316,24 +336,30 @@ mod tests {
         let list = vec!["bad name!"; MAX + 1].join(",");
         assert_eq!(
             parse_channels(&list, MAX),
-            Err(ChannelsError::TooMany { max: MAX, given: MAX + 1 })
+            Err(ChannelsError::TooMany {
+                max: MAX,
+                given: MAX + 1
+            })
         );
     }
 
     #[test]
     fn exactly_the_limit_is_allowed() {
         let list: Vec<String> = (0..MAX).map(|i| format!("c{i}")).collect();
-        assert_eq!(
-            parse_channels(&list.join(","), MAX).unwrap().len(),
-            MAX
-        );
+        assert_eq!(parse_channels(&list.join(","), MAX).unwrap().len(), MAX);
     }
 
     #[test]
     fn a_huge_list_is_refused_quickly() {
         let list: Vec<String> = (0..20_000).map(|i| format!("c{i}")).collect();
         let err = parse_channels(&list.join(","), MAX).unwrap_err();
-        assert_eq!(err, ChannelsError::TooMany { max: MAX, given: 20_000 });
+        assert_eq!(
+            err,
+            ChannelsError::TooMany {
+                max: MAX,
+                given: 20_000
+            }
+        );
         assert!(err.to_string().contains("at most 100 channels"), "{err}");
     }
 

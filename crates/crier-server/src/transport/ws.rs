@@ -183,7 +183,10 @@ fn connection(
             Ok(opened) => opened,
             Err(reason) => return Box::pin(close(&mut socket, &reason, write_timeout)).await,
         };
-        if Box::pin(bounded(write_timeout, socket.send(text(established))))
+        // The last stage of the handshake: a client that cannot take even this frame
+        // is gone or hostile, and must not hold the connection until the first ping.
+        let handshake = Duration::from_secs(state.config.server.handshake_timeout_secs);
+        if Box::pin(bounded(handshake, socket.send(text(established))))
             .await
             .is_err()
         {
