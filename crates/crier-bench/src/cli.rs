@@ -36,6 +36,12 @@ pub(crate) enum Command {
     Sse(Opts),
     /// Long-poll subscribers.
     Poll(Opts),
+    /// Churns connections and subscriptions (connect, subscribe, receive, close) for
+    /// --duration seconds (default 600) or -n cumulative connections (default 1,000,000),
+    /// whichever comes first; reports the server's RSS, open files and tasks at the
+    /// start, the peak and the end, and fails when they do not return to the baseline.
+    /// --concurrency sets the connections churned at once.
+    Soak(Opts),
     /// Quick correctness run for CI: WS fan-out, channels, HTTP publish, SSE, long-poll.
     /// Exits non-zero on any loss, duplicate, disorder or missing delivery; never on speed.
     Smoke(Opts),
@@ -222,7 +228,17 @@ pub(crate) fn defaults(scenario: &str) -> anyhow::Result<Defaults> {
             rate: 200.0,
             ..base
         },
-        other => bail!("unknown scenario {other:?}: idle, fanout, channels, publish, sse, poll"),
+        "soak" => Defaults {
+            connections: 1_000_000,
+            channels: 50,
+            rate: 20.0,
+            duration: 600.0,
+            concurrency: 200,
+            ..base
+        },
+        other => {
+            bail!("unknown scenario {other:?}: idle, fanout, channels, publish, sse, poll, soak")
+        }
     })
 }
 

@@ -14,6 +14,7 @@ mod publish;
 mod report;
 mod run;
 mod smoke;
+mod soak;
 mod spawn;
 mod track;
 mod worker;
@@ -55,6 +56,12 @@ async fn dispatch(command: Command) -> anyhow::Result<bool> {
             return Ok(true);
         }
         Command::Smoke(opts) => return smoke::run(&opts).await,
+        Command::Soak(opts) => {
+            if opts.target == Target::Nchan {
+                bail!("the soak speaks the Pusher protocol; run it against Crier");
+            }
+            return soak::run(&opts.spec("soak")?, opts.json).await;
+        }
         Command::Compare {
             scenario,
             nchan_url,

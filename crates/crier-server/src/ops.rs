@@ -43,6 +43,12 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn metrics() -> impl IntoResponse {
+    // Read at scrape time: a task count that only grows is how a leak of connection
+    // tasks shows (crier-bench soak watches it).
+    let tasks = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
+    metrics::gauge!("crier_runtime_alive_tasks").set(tasks as f64);
     let body = crate::metrics::handle()
         .map(|h| h.render())
         .unwrap_or_default();
