@@ -54,7 +54,7 @@ fn assert_frame(bytes: &[u8]) {
 
 fn subscribe_frame(socket_id: &str, args: &[&str], last_id: Option<&str>) -> String {
     let channel = args.first().copied().unwrap_or("").to_owned();
-    let flag = |name: &str| args.iter().any(|a| *a == name);
+    let flag = |name: &str| args.contains(&name);
     let option = |name: &str| args.iter().find_map(|a| a.strip_prefix(name));
     let channel_data = channel.starts_with("presence-").then(|| {
         let user = option("user=").unwrap_or("u1");
