@@ -164,3 +164,56 @@ mod tests {
         assert!(Cursor::decode("c.!!", None).is_err());
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn position() -> impl Strategy<Value = StreamPosition> {
+        ("[A-Za-z0-9_]{1,12}", any::<u64>())
+            .prop_map(|(epoch, offset)| StreamPosition::new(Arc::from(epoch), offset))
+    }
+
+    fn channel() -> impl Strategy<Value = ChannelName> {
+        prop_oneof![
+            "(private-|presence-|cache-)?[a-zA-Z0-9_=@,.;-]{1,30}",
+            "#server-to-user-[a-zA-Z0-9_-]{1,10}",
+        ]
+        .prop_map(|n| ChannelName::parse(&n).expect("generated names are valid"))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn message_ids_round_trip(p in position()) {
+            let id = p.to_id();
+            prop_assert_eq!(id.clone(), p.to_string());
+            prop_assert_eq!(StreamPosition::parse_id(&id), Ok(p));
+        }
+
+        #[test]
+        fn cursors_round_trip(
+            positions in prop::collection::btree_map(channel(), position(), 0..6),
+        ) {
+            let mut cursor = Cursor::default();
+            for (channel, p) in &positions {
+                cursor.set(channel.clone(), p.clone());
+            }
+            let text = cursor.encode();
+            prop_assert!(text.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b)));
+            let decoded = Cursor::decode(&text, None);
+            prop_assert_eq!(decoded.as_ref(), Ok(&cursor));
+            for (channel, p) in &positions {
+                prop_assert_eq!(cursor.get(channel), Some(p));
+            }
+        }
+
+        #[test]
+        fn an_id_is_a_cursor_for_the_single_channel(c in channel(), p in position()) {
+            let cursor = Cursor::decode(&p.to_id(), Some(&c)).expect("an id decodes");
+            prop_assert_eq!(cursor.get(&c), Some(&p));
+        }
+    }
+}

@@ -23,6 +23,26 @@ pub struct EventRequest {
     pub info: Option<String>,
 }
 
+/// A `batch_events` body: several events published all or nothing.
+#[derive(Debug, Deserialize)]
+pub struct BatchRequest {
+    pub batch: Vec<EventRequest>,
+}
+
+impl BatchRequest {
+    /// Refuses a batch over the app's limit before any of its events is validated.
+    ///
+    /// # Errors
+    /// More events than `max_batch_size`.
+    pub fn check_size(&self, app: &App) -> Result<(), PublishError> {
+        let max = app.limits.max_batch_size;
+        if self.batch.len() > max {
+            return Err(PublishError::BatchTooLarge(self.batch.len(), max));
+        }
+        Ok(())
+    }
+}
+
 /// Why a publish was refused; nothing of the request was published.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PublishError {

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 /// A message from a client, as far as the protocol layer can tell without app state.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum ClientMessage {
     Ping,
     Pong,
@@ -28,17 +28,53 @@ pub enum ClientMessage {
     Other(String),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct SubscribeRequest {
     pub channel: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel_data: Option<String>,
     /// Crier extension: resume after this cursor.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,
 }
+
+// By hand because `RawValue` has no `PartialEq`: client event data compares as text,
+// which is what the server relays.
+impl PartialEq for ClientMessage {
+    fn eq(&self, other: &Self) -> bool {
+        use ClientMessage as M;
+        match (self, other) {
+            (M::Ping, M::Ping) | (M::Pong, M::Pong) => true,
+            (M::Subscribe(a), M::Subscribe(b)) => a == b,
+            (M::Unsubscribe { channel: a }, M::Unsubscribe { channel: b }) => a == b,
+            (
+                M::Signin { auth, user_data },
+                M::Signin {
+                    auth: auth2,
+                    user_data: user_data2,
+                },
+            ) => auth == auth2 && user_data == user_data2,
+            (
+                M::ClientEvent {
+                    event,
+                    channel,
+                    data,
+                },
+                M::ClientEvent {
+                    event: event2,
+                    channel: channel2,
+                    data: data2,
+                },
+            ) => event == event2 && channel == channel2 && data.get() == data2.get(),
+            (M::Other(a), M::Other(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for ClientMessage {}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
@@ -120,6 +156,33 @@ impl ClientMessage {
             },
             other => ClientMessage::Other(other.to_owned()),
         })
+    }
+
+    /// The frame a client sends for this message, as pusher-js writes it. For every
+    /// message [`ClientMessage::parse`] returns, parsing the encoding gives it back.
+    pub fn encode(&self) -> String {
+        let empty = || serde_json::json!({});
+        match self {
+            ClientMessage::Ping => frame("pusher:ping", None, empty()),
+            ClientMessage::Pong => frame("pusher:pong", None, empty()),
+            ClientMessage::Subscribe(req) => frame("pusher:subscribe", None, req),
+            ClientMessage::Unsubscribe { channel } => frame(
+                "pusher:unsubscribe",
+                None,
+                serde_json::json!({ "channel": channel }),
+            ),
+            ClientMessage::Signin { auth, user_data } => frame(
+                "pusher:signin",
+                None,
+                serde_json::json!({ "auth": auth, "user_data": user_data }),
+            ),
+            ClientMessage::ClientEvent {
+                event,
+                channel,
+                data,
+            } => frame(event, Some(channel), &**data),
+            ClientMessage::Other(event) => frame(event, None, empty()),
+        }
     }
 }
 

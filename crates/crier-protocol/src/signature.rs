@@ -171,7 +171,9 @@ pub fn verify_request(
     let ts: i64 = timestamp
         .parse()
         .map_err(|_| RequestAuthError::BadTimestamp)?;
-    if (now - ts).abs() > MAX_TIMESTAMP_SKEW_SECS {
+    // abs_diff: `now - ts` overflows for timestamps near i64::MIN or MAX, which panics
+    // in debug builds and in release wraps to a negative skew that passes the check.
+    if now.abs_diff(ts) > MAX_TIMESTAMP_SKEW_SECS.unsigned_abs() {
         return Err(RequestAuthError::StaleTimestamp);
     }
     if !body.is_empty() {
@@ -215,9 +217,31 @@ pub fn sign_request(
     }
     query.extend(params.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let sig = sign(secret, &request_string_to_sign(method, path, &query));
-    let mut parts: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    parts.push(format!("auth_signature={sig}"));
-    parts.join("&")
+    query.push(("auth_signature".into(), sig));
+    let mut out = String::new();
+    for (i, (k, v)) in query.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        percent_encode(k, &mut out);
+        out.push('=');
+        percent_encode(v, &mut out);
+    }
+    out
+}
+
+/// Escapes all but RFC 3986's unreserved characters. The signature covers the decoded
+/// values, so a value with `&`, `+`, `%` or a space must reach the server escaped to be
+/// decoded back to what was signed.
+fn percent_encode(text: &str, out: &mut String) {
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push('%');
+            out.push_str(&hex::encode_upper([b]));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -271,6 +295,26 @@ mod tests {
             "POST\n/apps/3/events\na=1&auth_key=k&auth_version=1.0&b=2"
         );
         assert_eq!(request_string_to_sign("GET", "/x", &[]), "GET\n/x\n");
+    }
+
+    /// Found by fuzz/api_signature: `now - ts` overflowed.
+    #[test]
+    fn extreme_timestamps_are_stale() {
+        for (ts, now) in [(i64::MIN, 1000), (i64::MAX, -1), (1000 + i64::MIN, 1000)] {
+            let qs = sign_request("k", "s", "GET", "/apps/1/channels", &[], b"", ts);
+            let pairs: QueryPairs = qs
+                .split('&')
+                .map(|p| {
+                    let (k, v) = p.split_once('=').unwrap();
+                    (k.to_string(), v.to_string())
+                })
+                .collect();
+            assert_eq!(
+                verify_request("k", "s", "GET", "/apps/1/channels", &pairs, b"", now),
+                Err(RequestAuthError::StaleTimestamp),
+                "timestamp {ts} at {now}"
+            );
+        }
     }
 
     #[test]

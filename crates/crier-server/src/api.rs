@@ -97,7 +97,10 @@ pub(crate) async fn not_found(uri: Uri) -> ApiError {
 }
 
 /// Decodes a query string into pairs (percent-decoding values).
-pub(crate) fn query_pairs(uri: &Uri) -> Result<QueryPairs, ApiError> {
+///
+/// # Errors
+/// A query string that is not `application/x-www-form-urlencoded`.
+pub fn query_pairs(uri: &Uri) -> Result<QueryPairs, ApiError> {
     serde_urlencoded::from_str(uri.query().unwrap_or(""))
         .map_err(|e| ApiError::bad_request(format!("invalid query string: {e}")))
 }

@@ -7,6 +7,12 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+/// Longest timing (`server.*_secs`) accepted. A day is beyond any sensible setting, and
+/// the bound keeps `Instant::now() + timing` from overflowing (a panic on every
+/// connection) and the activity timeout within what pusher-js's timer can hold
+/// (2^31 - 1 ms; beyond it the client pings at once, again and again).
+pub const MAX_TIMING_SECS: u64 = 86_400;
+
 /// Credentials of the built-in development app; refused on non-loopback addresses.
 pub const DEV_APP_ID: &str = "app";
 pub const DEV_APP_KEY: &str = "app-key";
@@ -509,6 +515,26 @@ impl Config {
                 return Err(invalid(key("history_max_messages"), "must be at least 1"));
             }
         }
+        let s = &self.server;
+        // Zero activity or pong time would ping every client at once, then close it.
+        for (key, secs, min) in [
+            ("server.activity_timeout_secs", s.activity_timeout_secs, 1),
+            ("server.pong_timeout_secs", s.pong_timeout_secs, 1),
+            ("server.write_timeout_secs", s.write_timeout_secs, 0),
+            ("server.shutdown_timeout_secs", s.shutdown_timeout_secs, 0),
+            (
+                "server.poll_presence_grace_secs",
+                s.poll_presence_grace_secs,
+                0,
+            ),
+        ] {
+            if !(min..=MAX_TIMING_SECS).contains(&secs) {
+                return Err(invalid(
+                    key,
+                    format!("must be between {min} and {MAX_TIMING_SECS} seconds"),
+                ));
+            }
+        }
         if self.history.max_messages == 0 {
             return Err(invalid("history.max_messages", "must be at least 1"));
         }
@@ -595,6 +621,31 @@ url = "redis://127.0.0.1:6379"
         assert_eq!(c.server.workers, 2);
         assert_eq!(c.apps[0].webhooks.len(), 1);
         assert_eq!(c.ingest.redis_queue.unwrap().key, "crier:publish");
+    }
+
+    /// Found while writing fuzz/config's invariant (the fuzzer itself did not reach it):
+    /// these validated, then every WebSocket connection panicked on
+    /// `Instant::now() + activity`, or pinged in a loop.
+    #[test]
+    fn out_of_range_timings_are_refused() {
+        for (key, value) in [
+            ("activity_timeout_secs", "0"),
+            ("activity_timeout_secs", "9223372036854775807"),
+            ("activity_timeout_secs", "2147484"),
+            ("pong_timeout_secs", "0"),
+            ("write_timeout_secs", "9223372036854775807"),
+            ("shutdown_timeout_secs", "86401"),
+            ("poll_presence_grace_secs", "9223372036854775807"),
+        ] {
+            let c = Config::from_toml(&format!("[server]\n{key} = {value}")).unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("server.{key}")),
+                "{key} = {value}: {e}"
+            );
+        }
+        let c = Config::from_toml("[server]\nactivity_timeout_secs = 86400").unwrap();
+        c.validate().unwrap();
     }
 
     #[test]

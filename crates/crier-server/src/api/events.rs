@@ -8,16 +8,10 @@ use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode, Uri};
 use axum::Json;
 use crier_core::node::NodePublishError;
-use crier_core::publish::{EventRequest, PublishError};
+use crier_core::publish::{BatchRequest, EventRequest, PublishError};
 use crier_core::App;
 use crier_protocol::{ChannelKind, ChannelName};
-use serde::Deserialize;
 use serde_json::{json, Map, Value};
-
-#[derive(Deserialize)]
-struct Batch {
-    batch: Vec<EventRequest>,
-}
 
 fn publish_error(e: NodePublishError) -> ApiError {
     match e {
@@ -143,13 +137,10 @@ pub(super) async fn publish_batch(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let signed = authenticate(&state, &app_id, &method, &uri, &body)?;
-    let batch: Batch = parse_json(&body)?;
-    let max = signed.app.limits.max_batch_size;
-    if batch.batch.len() > max {
-        return Err(publish_error(NodePublishError::Invalid(
-            PublishError::BatchTooLarge(batch.batch.len(), max),
-        )));
-    }
+    let batch: BatchRequest = parse_json(&body)?;
+    batch
+        .check_size(&signed.app)
+        .map_err(|e| publish_error(NodePublishError::Invalid(e)))?;
     let infos = batch
         .batch
         .iter()

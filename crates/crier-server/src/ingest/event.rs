@@ -3,7 +3,7 @@
 
 use crier_core::message::NewMessage;
 use crier_core::publish::{EventRequest, PublishError};
-use crier_core::{App, Node};
+use crier_core::{App, AppRegistry};
 use serde::Deserialize;
 use std::sync::Arc;
 
@@ -75,7 +75,7 @@ fn publish_reject(e: &PublishError) -> Reject {
 }
 
 /// Reads an item's app without validating the rest (for signature checks).
-pub fn app_of(node: &Node, json: &[u8]) -> Result<Arc<App>, Rejected> {
+pub fn app_of(apps: &AppRegistry, json: &[u8]) -> Result<Arc<App>, Rejected> {
     #[derive(Deserialize)]
     struct AppOnly {
         app_id: Option<String>,
@@ -85,8 +85,7 @@ pub fn app_of(node: &Node, json: &[u8]) -> Result<Arc<App>, Rejected> {
     let id = a
         .app_id
         .ok_or_else(|| Rejected::new(Reject::MissingApp, "app_id is missing"))?;
-    node.apps
-        .by_id(&id)
+    apps.by_id(&id)
         .cloned()
         .ok_or_else(|| Rejected::new(Reject::UnknownApp, format!("unknown app {id:?}")))
 }
@@ -95,14 +94,13 @@ pub fn app_of(node: &Node, json: &[u8]) -> Result<Arc<App>, Rejected> {
 ///
 /// # Errors
 /// Anything that makes the item unpublishable, with its reason.
-pub fn parse(node: &Node, json: &[u8]) -> Result<(Arc<App>, Vec<NewMessage>), Rejected> {
+pub fn parse(apps: &AppRegistry, json: &[u8]) -> Result<(Arc<App>, Vec<NewMessage>), Rejected> {
     let item: Item = serde_json::from_slice(json)
         .map_err(|e| Rejected::new(Reject::InvalidJson, e.to_string()))?;
     let id = item
         .app_id
         .ok_or_else(|| Rejected::new(Reject::MissingApp, "app_id is missing"))?;
-    let app = node
-        .apps
+    let app = apps
         .by_id(&id)
         .cloned()
         .ok_or_else(|| Rejected::new(Reject::UnknownApp, format!("unknown app {id:?}")))?;

@@ -120,7 +120,7 @@ async fn handle(
     log: &mut RateLimitedLog,
     item: String,
 ) -> redis::RedisResult<bool> {
-    match event::parse(&state.node, item.as_bytes()) {
+    match event::parse(&state.node.apps, item.as_bytes()) {
         Err(rejected) => {
             dead_letter(conn, q, &item, &rejected).await?;
             log.reject(&rejected);

@@ -9,6 +9,7 @@
 use super::event::{self, RateLimitedLog, Reject, Rejected};
 use crate::server::AppState;
 use crier_core::message::NewMessage;
+use crier_core::AppRegistry;
 use std::net::SocketAddr;
 use tokio::net::UdpSocket;
 
@@ -53,9 +54,12 @@ fn split_signature(datagram: &[u8]) -> (Option<&[u8]>, &[u8]) {
     }
 }
 
-/// Checks one datagram and turns it into messages.
-pub(crate) fn accept(
-    state: &AppState,
+/// Checks one datagram (size, signature, event) and turns it into messages.
+///
+/// # Errors
+/// Why the datagram can never be published.
+pub fn parse_datagram(
+    apps: &AppRegistry,
     datagram: &[u8],
     require_signature: bool,
 ) -> Result<Vec<NewMessage>, Rejected> {
@@ -68,7 +72,7 @@ pub(crate) fn accept(
     let (signature, json) = split_signature(datagram);
     match signature {
         Some(sig) => {
-            let app = event::app_of(&state.node, json)?;
+            let app = event::app_of(apps, json)?;
             let sig = std::str::from_utf8(sig).unwrap_or("");
             let body = std::str::from_utf8(json).unwrap_or("");
             if !crier_protocol::signature::verify(&app.secret, body, sig) {
@@ -86,7 +90,7 @@ pub(crate) fn accept(
         }
         None => {}
     }
-    event::parse(&state.node, json).map(|(_, messages)| messages)
+    event::parse(apps, json).map(|(_, messages)| messages)
 }
 
 /// Receives until shutdown. Never stops on bad input or receive errors.
@@ -100,8 +104,8 @@ pub async fn run(socket: UdpSocket, state: AppState, require_signature: bool) {
         };
         let mut batch: Vec<NewMessage> = Vec::new();
         let mut accepted = 0u64;
-        let mut handle = |n: usize, buf: &[u8], log: &mut RateLimitedLog| match accept(
-            &state,
+        let mut handle = |n: usize, buf: &[u8], log: &mut RateLimitedLog| match parse_datagram(
+            &state.node.apps,
             &buf[..n],
             require_signature,
         ) {
