@@ -1,0 +1,128 @@
+use super::*;
+
+#[test]
+fn spec_example_parses() {
+    let c = Config::from_toml(
+        r#"
+[server]
+listen = "127.0.0.1:6001"
+workers = 2
+data_dir = "./crier-data"
+log_format = "text"
+log_file = ""
+
+[[apps]]
+id = "app"
+key = "app-key"
+secret = "app-secret"
+enabled = true
+client_events = true
+max_connections = 0
+allowed_origins = ["*"]
+webhooks = [{ url = "http://127.0.0.1:3001/hook", events = ["channel_occupied", "channel_vacated"] }]
+
+[history]
+max_messages = 1000
+max_age_secs = 86400
+fsync = "grouped"
+
+[ingest.udp]
+listen = "127.0.0.1:6002"
+
+[ingest.redis_queue]
+url = "redis://127.0.0.1:6379"
+key = "crier:publish"
+
+[broker]
+kind = "memory"
+url = "redis://127.0.0.1:6379"
+"#,
+    )
+    .unwrap();
+    c.validate().unwrap();
+    assert_eq!(c.server.workers, 2);
+    assert_eq!(c.apps[0].webhooks.len(), 1);
+    assert_eq!(c.ingest.redis_queue.unwrap().key, "crier:publish");
+}
+
+/// Found while writing fuzz/config's invariant (the fuzzer itself did not reach it):
+/// these validated, then every WebSocket connection panicked on
+/// `Instant::now() + activity`, or pinged in a loop.
+#[test]
+fn out_of_range_timings_are_refused() {
+    for (key, value) in [
+        ("activity_timeout_secs", "0"),
+        ("activity_timeout_secs", "9223372036854775807"),
+        ("activity_timeout_secs", "2147484"),
+        ("pong_timeout_secs", "0"),
+        ("write_timeout_secs", "9223372036854775807"),
+        ("shutdown_timeout_secs", "86401"),
+        ("poll_presence_grace_secs", "9223372036854775807"),
+    ] {
+        let c = Config::from_toml(&format!("[server]\n{key} = {value}")).unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("server.{key}")),
+            "{key} = {value}: {e}"
+        );
+    }
+    let c = Config::from_toml("[server]\nactivity_timeout_secs = 86400").unwrap();
+    c.validate().unwrap();
+}
+
+#[test]
+fn errors_name_the_key() {
+    let e = Config::from_toml("[server]\nlisen = 1").unwrap_err();
+    assert!(e.contains("lisen"), "{e}");
+    let e = Config::from_toml("[history]\nfsync = \"sometimes\"").unwrap_err();
+    assert!(e.contains("sometimes"), "{e}");
+    let mut c = Config::default();
+    c.server.listen = "0.0.0.0:6001".into();
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.starts_with("apps[0].secret"), "{e}");
+    c.server.listen = "127.0.0.1:6001".into();
+    c.ingest.udp.listen = "0.0.0.0:6002".into();
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.starts_with("apps[0].secret"), "{e}");
+    assert!(e.contains("development secret"), "{e}");
+    assert!(e.contains("ingest.udp.listen"), "{e}");
+    c.ingest.udp.listen = "[::1]:6002".into();
+    c.validate().expect("dev secret with UDP on loopback");
+    c.ingest.udp.listen = "0.0.0.0:6002".into();
+    c.apps[0].secret = "a-real-secret".into();
+    c.validate().expect("a real secret with UDP off loopback");
+    c.server.listen = "127.0.0.1:0".into();
+    c.server.handshake_timeout_secs = 0;
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.starts_with("server.handshake_timeout_secs"), "{e}");
+    c.server.handshake_timeout_secs = 10;
+    c.server.max_header_bytes = 100;
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.starts_with("server.max_header_bytes"), "{e}");
+    c.server.listen = "nope".into();
+    assert!(c
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .starts_with("server.listen"));
+}
+
+#[test]
+fn connection_caps_parse_and_zero_is_refused() {
+    let c = Config::from_toml(
+        "[server]\nmax_fallback_sessions = 5\n\n[[apps]]\nid = \"a\"\nkey = \"k\"\nsecret = \"s\"\nmax_channels_per_connection = 7\n",
+    )
+    .unwrap();
+    c.validate().unwrap();
+    assert_eq!(c.server.max_fallback_sessions, 5);
+    assert_eq!(c.apps[0].max_channels_per_connection, Some(7));
+    assert_eq!(Config::default().server.max_fallback_sessions, 10_000);
+    let mut zero = c.clone();
+    zero.apps[0].max_channels_per_connection = Some(0);
+    let e = zero.validate().unwrap_err().to_string();
+    assert!(e.starts_with("apps[0].max_channels_per_connection"), "{e}");
+    let mut zero = c;
+    zero.server.max_fallback_sessions = 0;
+    let e = zero.validate().unwrap_err().to_string();
+    assert!(e.starts_with("server.max_fallback_sessions"), "{e}");
+}
