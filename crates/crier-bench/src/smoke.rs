@@ -16,11 +16,11 @@ use std::time::Duration;
 /// How one part ended.
 enum Outcome {
     Ran(Box<Report>),
-    Skipped(String),
     Failed(String),
 }
 
-/// Runs every part; true when all that ran passed.
+/// Runs every part; true when every part ran and passed. A part whose endpoint is
+/// missing fails: a transport that answers 404 is broken, not optional.
 ///
 /// # Errors
 /// When the server cannot be started.
@@ -55,9 +55,8 @@ pub(crate) async fn run(opts: &Opts) -> anyhow::Result<bool> {
         };
         if let Some(path) = probe {
             if let Ok(404) = status_of(&url, &path).await {
-                let why = format!("GET {path} answered 404: the server has no {name} endpoint yet");
-                eprintln!("crier-bench smoke: SKIPPING {name}: {why}");
-                outcomes.push((name, Outcome::Skipped(why)));
+                let why = format!("GET {path} answered 404: the server has no {name} endpoint");
+                outcomes.push((name, Outcome::Failed(why)));
                 continue;
             }
         }
@@ -98,7 +97,6 @@ fn summarize(outcomes: &[(&str, Outcome)], json: bool) -> bool {
                 all_ok = false;
                 format!("FAILED   {name}: {}", r.problems.join("; "))
             }
-            Outcome::Skipped(why) => format!("skipped  {name}: {why}"),
             Outcome::Failed(e) => {
                 all_ok = false;
                 format!("FAILED   {name}: {e}")

@@ -40,4 +40,14 @@ fn smoke_run_delivers_everything_in_order() {
         output.status
     );
     assert!(stdout.contains("smoke: PASSED"), "{stdout}");
+    // Every part ran and passed: a part that was skipped or failed would have no line
+    // of its own starting with "ok".
+    for part in ["ws fanout", "ws channels", "http publish", "sse", "poll"] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with("ok ") && l.contains(&format!(" {part}: "))),
+            "no passing line for {part}:\n{stdout}"
+        );
+    }
 }
