@@ -146,14 +146,17 @@ async fn drain_on_shutdown(
     state.draining.store(true, Ordering::Release);
     tracing::info!("shutting down: telling clients to reconnect, flushing history");
     let limit = Duration::from_secs(state.config.server.shutdown_timeout_secs);
+    // One deadline for both waits: `shutdown_timeout_secs` bounds the whole drain,
+    // not each stage of it.
+    let deadline = tokio::time::Instant::now() + limit;
     state.tasks.close();
-    if tokio::time::timeout(limit, state.tasks.wait())
+    if tokio::time::timeout_at(deadline, state.tasks.wait())
         .await
         .is_err()
     {
         tracing::warn!("connections still open after {limit:?}; dropping them");
     }
-    if tokio::time::timeout(limit, server).await.is_err() {
+    if tokio::time::timeout_at(deadline, server).await.is_err() {
         tracing::warn!("HTTP requests still running after {limit:?}; dropping them");
     }
     state.node.broker.flush().await?;
