@@ -59,22 +59,6 @@ pub struct ChannelStats {
     pub user_count: usize,
 }
 
-/// A change worth telling webhooks and metrics about.
-#[derive(Debug, PartialEq, Eq)]
-pub struct SubscribeOutcome {
-    /// This subscription made the channel occupied.
-    pub occupied: bool,
-    /// On presence channels, the user was not there before.
-    pub member_added: bool,
-}
-
-#[derive(Debug, PartialEq, Eq, Default)]
-pub struct UnsubscribeOutcome {
-    pub vacated: bool,
-    /// On presence channels: the user whose last connection left.
-    pub member_removed: Option<Arc<str>>,
-}
-
 /// Presence data for a subscription.
 pub struct PresenceJoin {
     pub user_id: Arc<str>,
@@ -93,13 +77,17 @@ pub enum ChannelEvent {
     Vacated(ChannelName),
     MemberAdded(ChannelName, Arc<str>),
     MemberRemoved(ChannelName, Arc<str>),
-    ClientEvent {
-        channel: ChannelName,
-        event: String,
-        data: String,
-        socket_id: Arc<str>,
-        user_id: Option<Arc<str>>,
-    },
+    ClientEvent(ClientEvent),
+}
+
+/// A client event as webhooks report it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientEvent {
+    pub channel: ChannelName,
+    pub event: String,
+    pub data: String,
+    pub socket_id: Arc<str>,
+    pub user_id: Option<Arc<str>>,
 }
 
 /// Told about channel events as they happen; must not block (it runs under locks).
@@ -137,7 +125,7 @@ impl Hub {
     }
 
     /// Reports an event to the observer, if any.
-    pub fn notify(&self, app: &Arc<str>, event: ChannelEvent) {
+    pub(crate) fn notify(&self, app: &Arc<str>, event: ChannelEvent) {
         if let Some(o) = &self.observer {
             o.on_event(app, event);
         }
@@ -167,7 +155,7 @@ impl Hub {
         channel: &ChannelName,
         sub: Subscriber,
         presence: Option<PresenceJoin>,
-    ) -> Result<(SubscribeOutcome, Option<String>), PresenceFull> {
+    ) -> Result<Option<String>, PresenceFull> {
         let shard = self.shard(app, channel);
         // The shard's write lock is held while joining so that `unsubscribe` cannot
         // drop the channel between our lookup and our push.
@@ -178,7 +166,6 @@ impl Hub {
             .clone();
         let mut ch = entry.lock();
         let occupied = ch.is_unused();
-        let mut member_added = false;
         let mut presence_frame = None;
         let mut added_user: Option<Arc<str>> = None;
         if let Some(join) = presence {
@@ -195,7 +182,6 @@ impl Hub {
                     return Err(PresenceFull);
                 }
                 Joined::NewMember => {
-                    member_added = true;
                     added_user = Some(join.user_id.clone());
                     let frame = Bytes::from(frames::member_added(
                         channel.as_str(),
@@ -220,42 +206,28 @@ impl Hub {
         if occupied {
             self.notify(app, ChannelEvent::Occupied(channel.clone()));
         }
-        if member_added {
-            if let Some(user) = &added_user {
-                self.notify(
-                    app,
-                    ChannelEvent::MemberAdded(channel.clone(), user.clone()),
-                );
-            }
+        if let Some(user) = added_user {
+            self.notify(app, ChannelEvent::MemberAdded(channel.clone(), user));
         }
         metrics::gauge!("crier_subscriptions").increment(1.0);
-        Ok((
-            SubscribeOutcome {
-                occupied,
-                member_added,
-            },
-            presence_frame,
-        ))
+        Ok(presence_frame)
     }
 
     /// Removes a connection's subscription; on presence channels announces
-    /// `member_removed` when it was the user's last connection.
-    pub fn unsubscribe(
-        &self,
-        app: &Arc<str>,
-        channel: &ChannelName,
-        conn: ConnId,
-    ) -> UnsubscribeOutcome {
+    /// `member_removed` when it was the user's last connection. Returns whether `conn`
+    /// was subscribed.
+    pub fn unsubscribe(&self, app: &Arc<str>, channel: &ChannelName, conn: ConnId) -> bool {
         let Some(entry) = self.channel(app, channel) else {
-            return UnsubscribeOutcome::default();
+            return false;
         };
-        let mut outcome = UnsubscribeOutcome::default();
+        let mut member_removed = None;
+        let mut vacated = false;
         let now_empty = {
             let mut ch = entry.lock();
             let before = ch.subscribers.len();
             ch.subscribers.retain(|s| s.conn != conn);
             if ch.subscribers.len() == before {
-                return outcome;
+                return false;
             }
             metrics::gauge!("crier_subscriptions").decrement(1.0);
             if let Some(user) = ch.presence_users.remove(&conn) {
@@ -264,7 +236,7 @@ impl Hub {
                     for other in &ch.subscribers {
                         other.outbox.push(Outgoing::Frame(frame.clone()));
                     }
-                    outcome.member_removed = Some(user);
+                    member_removed = Some(user);
                 }
             }
             ch.subscribers.is_empty() && ch.roster.is_empty()
@@ -277,19 +249,16 @@ impl Hub {
                 .is_some_and(|c| Arc::ptr_eq(c, &entry) && c.lock().is_unused());
             if still_empty {
                 map.remove(&key);
-                outcome.vacated = true;
+                vacated = true;
             }
         }
-        if let Some(user) = &outcome.member_removed {
-            self.notify(
-                app,
-                ChannelEvent::MemberRemoved(channel.clone(), user.clone()),
-            );
+        if let Some(user) = member_removed {
+            self.notify(app, ChannelEvent::MemberRemoved(channel.clone(), user));
         }
-        if outcome.vacated {
+        if vacated {
             self.notify(app, ChannelEvent::Vacated(channel.clone()));
         }
-        outcome
+        true
     }
 
     /// Joins a presence roster without receiving messages: a long-poll client's
@@ -303,7 +272,7 @@ impl Hub {
         channel: &ChannelName,
         holder: ConnId,
         join: PresenceJoin,
-    ) -> Result<bool, PresenceFull> {
+    ) -> Result<(), PresenceFull> {
         let mut map = self.shard(app, channel).write();
         let entry = map
             .entry((app.clone(), channel.clone()))
@@ -345,18 +314,18 @@ impl Hub {
                 ChannelEvent::MemberAdded(channel.clone(), join.user_id),
             );
         }
-        Ok(added)
+        Ok(())
     }
 
-    /// Ends a membership taken with [`Hub::join_member`]; returns whether the user left.
-    pub fn leave_member(&self, app: &Arc<str>, channel: &ChannelName, holder: ConnId) -> bool {
+    /// Ends a membership taken with [`Hub::join_member`].
+    pub fn leave_member(&self, app: &Arc<str>, channel: &ChannelName, holder: ConnId) {
         let Some(entry) = self.channel(app, channel) else {
-            return false;
+            return;
         };
         let (left, unused) = {
             let mut ch = entry.lock();
             let Some(user) = ch.presence_users.remove(&holder) else {
-                return false;
+                return;
             };
             let left = ch.roster.leave(&user);
             if left {
@@ -388,7 +357,6 @@ impl Hub {
         if vacated {
             self.notify(app, ChannelEvent::Vacated(channel.clone()));
         }
-        left.is_some()
     }
 
     /// Sends an encoded frame to every subscriber except `exclude`.
@@ -557,21 +525,18 @@ mod tests {
         let (s1, mut r1) = sub(1);
         let (s2, _r2) = sub(2);
         let (s3, _r3) = sub(3);
-        let (o, _) = hub.subscribe(&app, &ch, s1, join("u1")).unwrap();
-        assert!(o.occupied && o.member_added);
-        let (o, f) = hub.subscribe(&app, &ch, s2, join("u2")).unwrap();
-        assert!(!o.occupied && o.member_added);
+        hub.subscribe(&app, &ch, s1, join("u1")).unwrap();
+        let f = hub.subscribe(&app, &ch, s2, join("u2")).unwrap();
         assert!(f.unwrap().contains(r#"\"count\":2"#));
         assert!(frame(&mut r1).await.contains("member_added"));
-        let (o, _) = hub.subscribe(&app, &ch, s3, join("u2")).unwrap();
-        assert!(!o.member_added);
-        assert_eq!(hub.unsubscribe(&app, &ch, 2).member_removed, None);
-        assert_eq!(
-            hub.unsubscribe(&app, &ch, 3).member_removed.as_deref(),
-            Some("u2")
-        );
+        hub.subscribe(&app, &ch, s3, join("u2")).unwrap();
+        assert!(r1.try_next().is_none(), "a second tab is not a new member");
+        assert!(hub.unsubscribe(&app, &ch, 2));
+        assert!(r1.try_next().is_none(), "u2 is still there through conn 3");
+        assert!(hub.unsubscribe(&app, &ch, 3));
         assert!(frame(&mut r1).await.contains("member_removed"));
-        assert!(hub.unsubscribe(&app, &ch, 1).vacated);
+        assert!(hub.unsubscribe(&app, &ch, 1));
+        assert!(!hub.unsubscribe(&app, &ch, 1));
         assert!(hub.channels("a", "").is_empty());
     }
 

@@ -4,10 +4,15 @@
 
 use crate::app::{App, AppRegistry};
 use crate::broker::{Broker, BrokerError};
-use crate::hub::{ConnId, Hub};
-use crate::message::Published;
+use crate::history::{HistoryError, HistoryPage};
+use crate::hub::{
+    ChannelEvent, ChannelStats, ClientEvent, ConnId, Hub, PresenceFull, PresenceJoin, Subscriber,
+};
+use crate::message::{NewMessage, Published};
 use crate::outbox::Disconnect;
+use crate::position::StreamPosition;
 use crate::publish::{EventRequest, PublishError};
+use bytes::Bytes;
 use crier_protocol::{ChannelName, ErrorCode};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -48,11 +53,19 @@ pub enum NodePublishError {
     Broker(#[from] BrokerError),
 }
 
+/// Why the node cannot take traffic (for `/ready`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unhealthy {
+    /// The part that fails: `history` or `broker`.
+    pub component: &'static str,
+    pub error: String,
+}
+
 pub struct Node {
-    pub apps: AppRegistry,
-    pub hub: Arc<Hub>,
-    pub broker: Arc<dyn Broker>,
-    pub settings: NodeSettings,
+    apps: AppRegistry,
+    hub: Arc<Hub>,
+    broker: Arc<dyn Broker>,
+    settings: NodeSettings,
     next_conn: AtomicU64,
     /// Random per process so socket ids from a restarted node do not repeat.
     socket_prefix: u64,
@@ -75,6 +88,14 @@ impl Node {
         }
     }
 
+    pub fn apps(&self) -> &AppRegistry {
+        &self.apps
+    }
+
+    pub fn settings(&self) -> &NodeSettings {
+        &self.settings
+    }
+
     /// A new connection id and its Pusher socket id (`<digits>.<digits>`).
     pub fn new_connection(&self) -> (ConnId, Arc<str>) {
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
@@ -95,6 +116,157 @@ impl Node {
             batch.extend(request.into_messages(app)?);
         }
         Ok(self.broker.publish(batch).await?)
+    }
+
+    /// Publishes messages already validated by an ingest, all or nothing.
+    ///
+    /// # Errors
+    /// A broker failure; nothing of the batch was published.
+    pub async fn publish_messages(
+        &self,
+        batch: Vec<NewMessage>,
+    ) -> Result<Vec<Arc<Published>>, BrokerError> {
+        self.broker.publish(batch).await
+    }
+
+    /// Registers a connection for a channel's live messages (and, with `presence`, as
+    /// a member). Called before the channel's history is read: whatever the read
+    /// misses is then delivered live.
+    ///
+    /// # Errors
+    /// `PresenceFull` when a new user would exceed the channel's member limit.
+    pub fn subscribe(
+        &self,
+        app: &Arc<str>,
+        channel: &ChannelName,
+        sub: Subscriber,
+        presence: Option<PresenceJoin>,
+    ) -> Result<Option<String>, PresenceFull> {
+        self.hub.subscribe(app, channel, sub, presence)
+    }
+
+    pub fn unsubscribe(&self, app: &Arc<str>, channel: &ChannelName, conn: ConnId) {
+        self.hub.unsubscribe(app, channel, conn);
+    }
+
+    /// Joins a presence channel without receiving its messages (a long-poll client
+    /// between requests); `holder` names the membership for [`Node::leave_member`].
+    ///
+    /// # Errors
+    /// `PresenceFull` when a new user would exceed the channel's member limit.
+    pub fn join_member(
+        &self,
+        app: &Arc<str>,
+        channel: &ChannelName,
+        holder: ConnId,
+        join: PresenceJoin,
+    ) -> Result<(), PresenceFull> {
+        self.hub.join_member(app, channel, holder, join)
+    }
+
+    pub fn leave_member(&self, app: &Arc<str>, channel: &ChannelName, holder: ConnId) {
+        self.hub.leave_member(app, channel, holder);
+    }
+
+    /// Whether `user_id` could join the presence channel now (see
+    /// [`Hub::presence_has_room`]).
+    pub fn presence_has_room(
+        &self,
+        app: &str,
+        channel: &ChannelName,
+        user_id: &str,
+        max: usize,
+    ) -> bool {
+        self.hub.presence_has_room(app, channel, user_id, max)
+    }
+
+    /// User ids on a presence channel, sorted.
+    pub fn members(&self, app: &str, channel: &ChannelName) -> Vec<String> {
+        self.hub.members(app, channel)
+    }
+
+    /// Counts of one channel, or `None` when nobody is subscribed.
+    pub fn channel_stats(&self, app: &str, channel: &ChannelName) -> Option<ChannelStats> {
+        self.hub.channel_stats(app, channel)
+    }
+
+    /// Counts of every occupied channel of an app whose name starts with `prefix`.
+    pub fn channels(&self, app: &str, prefix: &str) -> Vec<ChannelStats> {
+        self.hub.channels(app, prefix)
+    }
+
+    /// Relays a client event to the channel's other subscribers and reports it to
+    /// webhooks.
+    pub fn client_event(&self, app: &Arc<str>, frame: Bytes, sender: ConnId, event: ClientEvent) {
+        let channel = event.channel.clone();
+        self.hub.notify(app, ChannelEvent::ClientEvent(event));
+        self.broker.broadcast(app, &channel, frame, Some(sender));
+    }
+
+    /// Up to `limit` retained messages of a channel after `after`.
+    ///
+    /// # Errors
+    /// History failures.
+    pub async fn read_history(
+        &self,
+        app: &str,
+        channel: &ChannelName,
+        after: Option<&StreamPosition>,
+        limit: usize,
+    ) -> Result<HistoryPage, HistoryError> {
+        self.broker.history().read(app, channel, after, limit).await
+    }
+
+    /// The newest retained message of a channel (for `cache-` channels).
+    ///
+    /// # Errors
+    /// History failures.
+    pub async fn last_message(
+        &self,
+        app: &str,
+        channel: &ChannelName,
+    ) -> Result<Option<Arc<Published>>, HistoryError> {
+        self.broker.history().last(app, channel).await
+    }
+
+    /// Position of a channel's newest message.
+    ///
+    /// # Errors
+    /// History failures.
+    pub async fn tip(
+        &self,
+        app: &str,
+        channel: &ChannelName,
+    ) -> Result<StreamPosition, HistoryError> {
+        self.broker.history().tip(app, channel).await
+    }
+
+    /// `Err` naming the part that keeps the node from taking publishes.
+    ///
+    /// # Errors
+    /// The history store cannot take writes, or the broker is unreachable.
+    pub fn health(&self) -> Result<(), Unhealthy> {
+        if let Err(why) = self.broker.history().health() {
+            return Err(Unhealthy {
+                component: "history",
+                error: format!("history store cannot take writes: {why}"),
+            });
+        }
+        if !self.broker.healthy() {
+            return Err(Unhealthy {
+                component: "broker",
+                error: "broker unavailable".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Makes everything acknowledged durable; called on shutdown.
+    ///
+    /// # Errors
+    /// The broker or its history failed to flush.
+    pub async fn flush(&self) -> Result<(), BrokerError> {
+        self.broker.flush().await
     }
 
     /// Closes every connection signed in as `user_id`; returns how many.

@@ -89,7 +89,7 @@ impl Session {
         let (conn, socket_id) = node.new_connection();
         let established = Bytes::from(frames::connection_established(
             &socket_id,
-            node.settings.activity_timeout.as_secs(),
+            node.settings().activity_timeout.as_secs(),
         ));
         let rate = app.limits.client_events_per_sec;
         Ok((
@@ -192,7 +192,7 @@ impl Session {
         if let Some(membership) = self.channels.remove(channel) {
             self.recovering.remove(channel);
             let _ = membership.presence_user;
-            self.node.hub.unsubscribe(&self.app.id, channel, self.conn);
+            self.node.unsubscribe(&self.app.id, channel, self.conn);
         }
     }
 
@@ -219,7 +219,7 @@ impl Session {
         if self.user.is_none() {
             let sub = self.subscriber();
             // Cannot fail: presence limits do not apply without a presence join.
-            let _ = self.node.hub.subscribe(&self.app.id, &channel, sub, None);
+            let _ = self.node.subscribe(&self.app.id, &channel, sub, None);
             self.channels.insert(
                 channel,
                 Membership {
@@ -264,9 +264,12 @@ impl Session {
         }
         let user_id = membership.presence_user.clone();
         let frame = frames::client_event(event, channel.as_str(), data, user_id.as_deref());
-        self.node.hub.notify(
+        metrics::counter!("crier_client_events_total").increment(1);
+        self.node.client_event(
             &self.app.id,
-            crate::hub::ChannelEvent::ClientEvent {
+            Bytes::from(frame),
+            self.conn,
+            crate::hub::ClientEvent {
                 channel: channel.clone(),
                 event: event.to_owned(),
                 data: data.get().to_owned(),
@@ -274,10 +277,6 @@ impl Session {
                 user_id,
             },
         );
-        metrics::counter!("crier_client_events_total").increment(1);
-        self.node
-            .broker
-            .broadcast(&self.app.id, &channel, Bytes::from(frame), Some(self.conn));
         Ok(Vec::new())
     }
 

@@ -119,12 +119,10 @@ impl Stream {
                 socket_id: socket_id.clone(),
                 outbox: outbox.clone(),
             };
-            node.hub
-                .subscribe(&app.id, channel, sub, presence)
+            node.subscribe(&app.id, channel, sub, presence)
                 .map_err(|PresenceFull| StreamError::PresenceFull(channel.clone()))?;
             stream.channels.push(channel.clone());
         }
-        let history = node.broker.history().clone();
         for channel in &channels {
             match since.and_then(|c| c.get(channel)).cloned() {
                 Some(after) => {
@@ -136,7 +134,7 @@ impl Stream {
                     });
                 }
                 None => {
-                    let tip = history.tip(&app.id, channel).await?;
+                    let tip = node.tip(&app.id, channel).await?;
                     stream.recovering.insert(channel.clone(), tip.clone());
                     stream.cursor.set(channel.clone(), tip);
                 }
@@ -162,9 +160,7 @@ impl Stream {
         };
         let page = self
             .node
-            .broker
-            .history()
-            .read(
+            .read_history(
                 &self.app.id,
                 &replay.channel,
                 Some(&replay.after),
@@ -226,7 +222,7 @@ impl Stream {
 impl Drop for Stream {
     fn drop(&mut self) {
         for channel in &self.channels {
-            self.node.hub.unsubscribe(&self.app.id, channel, self.conn);
+            self.node.unsubscribe(&self.app.id, channel, self.conn);
         }
         self.app.remove_connection();
     }

@@ -4,7 +4,7 @@
 //! The hub reports events without waiting; a full queue drops events (counted) rather
 //! than slow down connections.
 
-use crier_core::hub::{ChannelEvent, HubObserver};
+use crier_core::hub::{ChannelEvent, ClientEvent, HubObserver};
 use crier_core::message::now_ms;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -39,13 +39,13 @@ fn event_json(event: ChannelEvent) -> Value {
         ChannelEvent::MemberRemoved(c, u) => {
             json!({"name": "member_removed", "channel": c.as_str(), "user_id": &*u})
         }
-        ChannelEvent::ClientEvent {
+        ChannelEvent::ClientEvent(ClientEvent {
             channel,
             event,
             data,
             socket_id,
             user_id,
-        } => {
+        }) => {
             let mut v = json!({
                 "name": "client_event", "channel": channel.as_str(), "event": event,
                 "data": data, "socket_id": &*socket_id,

@@ -148,9 +148,8 @@ impl Session {
         let presence_user = presence.as_ref().map(|p| p.user_id.clone());
         // Register for live messages before reading history: whatever the read misses
         // is delivered live, and `accept` drops what both paths carry.
-        let (_, presence_frame) = self
+        let presence_frame = self
             .node
-            .hub
             .subscribe(&self.app.id, &channel, self.subscriber(), presence)
             .map_err(|_| Refusal::new("LimitReached", "presence channel is full", 403))?;
         self.channels
@@ -168,7 +167,7 @@ impl Session {
     }
 
     async fn send_cached(&mut self, channel: &ChannelName, out: &mut Vec<Bytes>) {
-        match self.node.broker.history().last(&self.app.id, channel).await {
+        match self.node.last_message(&self.app.id, channel).await {
             Ok(Some(message)) => {
                 self.recovering
                     .insert(channel.clone(), Recovery::Done(message.position.clone()));
@@ -233,12 +232,10 @@ impl Session {
         else {
             return Vec::new();
         };
-        let limit = self.node.settings.replay_limit;
+        let limit = self.node.settings().replay_limit;
         let page = self
             .node
-            .broker
-            .history()
-            .read(
+            .read_history(
                 &self.app.id,
                 &channel,
                 after.as_ref(),

@@ -26,7 +26,7 @@ fn node(max_channels: usize) -> (Arc<Node>, Arc<App>) {
         broker,
         NodeSettings::default(),
     ));
-    let app = node.apps.by_id("a").unwrap().clone();
+    let app = node.apps().by_id("a").unwrap().clone();
     (node, app)
 }
 

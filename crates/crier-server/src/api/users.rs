@@ -1,7 +1,7 @@
 //! `POST /apps/{id}/users/{user_id}/terminate_connections`.
 
 use super::{authenticate, ApiError};
-use crate::server::AppState;
+use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{Method, Uri};

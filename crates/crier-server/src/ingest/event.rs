@@ -85,7 +85,7 @@ pub fn app_of(node: &Node, json: &[u8]) -> Result<Arc<App>, Rejected> {
     let id = a
         .app_id
         .ok_or_else(|| Rejected::new(Reject::MissingApp, "app_id is missing"))?;
-    node.apps
+    node.apps()
         .by_id(&id)
         .cloned()
         .ok_or_else(|| Rejected::new(Reject::UnknownApp, format!("unknown app {id:?}")))
@@ -102,7 +102,7 @@ pub fn parse(node: &Node, json: &[u8]) -> Result<(Arc<App>, Vec<NewMessage>), Re
         .app_id
         .ok_or_else(|| Rejected::new(Reject::MissingApp, "app_id is missing"))?;
     let app = node
-        .apps
+        .apps()
         .by_id(&id)
         .cloned()
         .ok_or_else(|| Rejected::new(Reject::UnknownApp, format!("unknown app {id:?}")))?;

@@ -5,7 +5,7 @@
 
 use super::event::{self, RateLimitedLog, Rejected};
 use crate::config::RedisQueueConfig;
-use crate::server::AppState;
+use crate::state::AppState;
 use redis::aio::MultiplexedConnection;
 use redis::AsyncCommands;
 use std::time::Duration;
@@ -128,7 +128,7 @@ async fn handle(
         Ok((_, messages)) => {
             let mut backoff = Duration::from_millis(50);
             loop {
-                match state.node.broker.publish(messages.clone()).await {
+                match state.node.publish_messages(messages.clone()).await {
                     Ok(_) => break,
                     Err(e) => {
                         // Storage or broker trouble is transient: retry, never dead-letter.

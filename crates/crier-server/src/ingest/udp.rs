@@ -7,7 +7,7 @@
 //! `ingest.udp.require_signature` is set).
 
 use super::event::{self, RateLimitedLog, Reject, Rejected};
-use crate::server::AppState;
+use crate::state::AppState;
 use crier_core::message::NewMessage;
 use std::net::SocketAddr;
 use tokio::net::UdpSocket;
@@ -127,7 +127,7 @@ pub async fn run(socket: UdpSocket, state: AppState, require_signature: bool) {
         if batch.is_empty() {
             continue;
         }
-        match state.node.broker.publish(batch).await {
+        match state.node.publish_messages(batch).await {
             Ok(_) => metrics::counter!("crier_ingest_accepted_total", "ingest" => "udp")
                 .increment(accepted),
             Err(e) => {

@@ -4,7 +4,7 @@
 //! that each poll renews; when polls stop, the lease expires and the member leaves.
 
 use super::stream_request::{add_cors, admit, StreamQuery};
-use crate::server::AppState;
+use crate::state::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -60,8 +60,7 @@ impl PollLeases {
                 user_info: member.user_info.clone(),
                 max_members: app.limits.max_presence_members,
             };
-            node.hub
-                .join_member(&app.id, channel, holder, join)
+            node.join_member(&app.id, channel, holder, join)
                 .map_err(|_| channel.clone())?;
             leases.insert(key, (holder, until));
         }
@@ -82,7 +81,7 @@ impl PollLeases {
                 .collect()
         };
         for ((app, channel, _), holder) in expired {
-            node.hub.leave_member(&app, &channel, holder);
+            node.leave_member(&app, &channel, holder);
         }
     }
 
@@ -151,7 +150,7 @@ pub(crate) async fn handle(
         },
     };
     let timeout = Duration::from_secs(timeout);
-    let (tx, mut rx) = outbox(state.node.settings.outbox_capacity);
+    let (tx, mut rx) = outbox(state.node.settings().outbox_capacity);
     // The stream first: it checks the app's connection limit, so a refused poll has
     // not joined or renewed a presence membership.
     let opened = Stream::open(
