@@ -4,7 +4,7 @@
 //! `Arc<Published>`) into each subscriber's bounded outbox, without waiting or
 //! allocating per recipient.
 
-use crate::history::Deliver;
+use crate::broker::Deliver;
 use crate::message::Published;
 use crate::outbox::{Outbox, Outgoing};
 use crate::presence::{Joined, Roster};
@@ -359,20 +359,18 @@ impl Hub {
         }
     }
 
-    /// Sends an encoded frame to every subscriber except `exclude`.
-    pub fn broadcast(
-        &self,
-        app: &str,
-        channel: &ChannelName,
-        frame: Bytes,
-        exclude: Option<ConnId>,
-    ) {
+    /// Sends an encoded frame to every subscriber except the socket `exclude`.
+    pub fn broadcast(&self, app: &str, channel: &ChannelName, frame: Bytes, exclude: Option<&str>) {
         let Some(entry) = self.channel(app, channel) else {
             return;
         };
         let ch = entry.lock();
         let mut sent = 0u64;
-        for sub in ch.subscribers.iter().filter(|s| Some(s.conn) != exclude) {
+        for sub in ch
+            .subscribers
+            .iter()
+            .filter(|s| Some(&*s.socket_id) != exclude)
+        {
             sub.outbox.push(Outgoing::Frame(frame.clone()));
             sent += 1;
         }
@@ -478,10 +476,12 @@ impl Hub {
 }
 
 impl Deliver for Hub {
-    fn deliver(&self, batch: &[Arc<Published>]) {
-        for message in batch {
-            self.publish(message);
-        }
+    fn deliver(&self, message: &Arc<Published>) {
+        self.publish(message);
+    }
+
+    fn deliver_frame(&self, app: &str, channel: &ChannelName, frame: Bytes, exclude: Option<&str>) {
+        self.broadcast(app, channel, frame, exclude);
     }
 }
 
@@ -549,7 +549,7 @@ mod tests {
         let (s2, mut r2) = sub(2);
         hub.subscribe(&app, &ch, s1, None).unwrap();
         hub.subscribe(&app, &ch, s2, None).unwrap();
-        hub.broadcast("a", &ch, Bytes::from_static(b"hi"), Some(1));
+        hub.broadcast("a", &ch, Bytes::from_static(b"hi"), Some("1.1"));
         assert_eq!(frame(&mut r2).await, "hi");
         assert!(r1.try_next().is_none());
     }

@@ -3,7 +3,7 @@
 //! else of the core.
 
 use crate::app::{App, AppRegistry};
-use crate::broker::{Broker, BrokerError};
+use crate::broker::{Broker, BrokerError, Unhealthy};
 use crate::history::{HistoryError, HistoryPage};
 use crate::hub::{
     ChannelEvent, ChannelStats, ClientEvent, ConnId, Hub, PresenceFull, PresenceJoin, Subscriber,
@@ -53,12 +53,13 @@ pub enum NodePublishError {
     Broker(#[from] BrokerError),
 }
 
-/// Why the node cannot take traffic (for `/ready`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Unhealthy {
-    /// The part that fails: `history` or `broker`.
-    pub component: &'static str,
-    pub error: String,
+/// Why a connection could not join a channel.
+#[derive(Debug, thiserror::Error)]
+pub enum SubscribeError {
+    #[error("presence channel is full")]
+    PresenceFull,
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
 }
 
 pub struct Node {
@@ -130,23 +131,34 @@ impl Node {
     }
 
     /// Registers a connection for a channel's live messages (and, with `presence`, as
-    /// a member). Called before the channel's history is read: whatever the read
-    /// misses is then delivered live.
+    /// a member); returns the presence `subscription_succeeded` frame. Call it before
+    /// reading the channel's history: whatever the read misses is then delivered live.
     ///
     /// # Errors
-    /// `PresenceFull` when a new user would exceed the channel's member limit.
-    pub fn subscribe(
+    /// A new user would exceed the presence channel's member limit, or the broker
+    /// cannot take the node's interest.
+    pub async fn subscribe(
         &self,
         app: &Arc<str>,
         channel: &ChannelName,
         sub: Subscriber,
         presence: Option<PresenceJoin>,
-    ) -> Result<Option<String>, PresenceFull> {
-        self.hub.subscribe(app, channel, sub, presence)
+    ) -> Result<Option<String>, SubscribeError> {
+        // Interest first: from the moment the hub lists the subscriber, the broker
+        // delivers what it should see.
+        self.broker.subscribe(app, channel).await?;
+        self.hub
+            .subscribe(app, channel, sub, presence)
+            .map_err(|PresenceFull| {
+                self.broker.unsubscribe(app, channel);
+                SubscribeError::PresenceFull
+            })
     }
 
     pub fn unsubscribe(&self, app: &Arc<str>, channel: &ChannelName, conn: ConnId) {
-        self.hub.unsubscribe(app, channel, conn);
+        if self.hub.unsubscribe(app, channel, conn) {
+            self.broker.unsubscribe(app, channel);
+        }
     }
 
     /// Joins a presence channel without receiving its messages (a long-poll client
@@ -195,12 +207,12 @@ impl Node {
         self.hub.channels(app, prefix)
     }
 
-    /// Relays a client event to the channel's other subscribers and reports it to
-    /// webhooks.
-    pub fn client_event(&self, app: &Arc<str>, frame: Bytes, sender: ConnId, event: ClientEvent) {
-        let channel = event.channel.clone();
+    /// Relays a client event to the channel's other subscribers on every node and
+    /// reports it to webhooks (once, from the sender's node).
+    pub fn client_event(&self, app: &Arc<str>, frame: Bytes, event: ClientEvent) {
+        self.broker
+            .publish_ephemeral(app, &event.channel, frame, Some(&event.socket_id));
         self.hub.notify(app, ChannelEvent::ClientEvent(event));
-        self.broker.broadcast(app, &channel, frame, Some(sender));
     }
 
     /// Up to `limit` retained messages of a channel after `after`.
@@ -246,19 +258,7 @@ impl Node {
     /// # Errors
     /// The history store cannot take writes, or the broker is unreachable.
     pub fn health(&self) -> Result<(), Unhealthy> {
-        if let Err(why) = self.broker.history().health() {
-            return Err(Unhealthy {
-                component: "history",
-                error: format!("history store cannot take writes: {why}"),
-            });
-        }
-        if !self.broker.healthy() {
-            return Err(Unhealthy {
-                component: "broker",
-                error: "broker unavailable".into(),
-            });
-        }
-        Ok(())
+        self.broker.health()
     }
 
     /// Makes everything acknowledged durable; called on shutdown.

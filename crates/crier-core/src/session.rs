@@ -139,7 +139,7 @@ impl Session {
                 }
                 Ok(Vec::new())
             }
-            ClientMessage::Signin { auth, user_data } => self.signin(&auth, &user_data),
+            ClientMessage::Signin { auth, user_data } => self.signin(&auth, &user_data).await,
             ClientMessage::ClientEvent {
                 event,
                 channel,
@@ -196,7 +196,7 @@ impl Session {
         }
     }
 
-    fn signin(&mut self, auth: &str, user_data: &str) -> Result<Vec<Bytes>, Disconnect> {
+    async fn signin(&mut self, auth: &str, user_data: &str) -> Result<Vec<Bytes>, Disconnect> {
         let message = signature::user_auth_message(&self.socket_id, user_data);
         if !signature::verify_key_signature(&self.app.key, &self.app.secret, &message, auth) {
             return Err(Disconnect::new(
@@ -218,8 +218,12 @@ impl Session {
             .map_err(|_| Disconnect::new(ErrorCode::Unauthorized, "invalid user id"))?;
         if self.user.is_none() {
             let sub = self.subscriber();
-            // Cannot fail: presence limits do not apply without a presence join.
-            let _ = self.node.subscribe(&self.app.id, &channel, sub, None);
+            // Presence limits do not apply without a presence join; a broker that
+            // cannot take the interest fails the sign-in, which the client retries.
+            self.node
+                .subscribe(&self.app.id, &channel, sub, None)
+                .await
+                .map_err(|e| Disconnect::new(ErrorCode::GenericReconnect, e.to_string()))?;
             self.channels.insert(
                 channel,
                 Membership {
@@ -268,7 +272,6 @@ impl Session {
         self.node.client_event(
             &self.app.id,
             Bytes::from(frame),
-            self.conn,
             crate::hub::ClientEvent {
                 channel: channel.clone(),
                 event: event.to_owned(),

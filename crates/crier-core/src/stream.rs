@@ -7,10 +7,11 @@
 //! what the replay already carried, and advances the cursor.
 
 use crate::app::App;
+use crate::broker::BrokerError;
 use crate::history::HistoryError;
-use crate::hub::{ConnId, PresenceFull, PresenceJoin, Subscriber};
+use crate::hub::{ConnId, PresenceJoin, Subscriber};
 use crate::message::Published;
-use crate::node::Node;
+use crate::node::{Node, SubscribeError};
 use crate::outbox::Outbox;
 use crate::position::{Cursor, StreamPosition};
 use bytes::Bytes;
@@ -46,6 +47,8 @@ pub enum StreamError {
     PresenceFull(ChannelName),
     #[error("the app is at its connection limit")]
     OverQuota,
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
 }
 
 /// A presence member joining through a stream.
@@ -120,7 +123,11 @@ impl Stream {
                 outbox: outbox.clone(),
             };
             node.subscribe(&app.id, channel, sub, presence)
-                .map_err(|PresenceFull| StreamError::PresenceFull(channel.clone()))?;
+                .await
+                .map_err(|e| match e {
+                    SubscribeError::PresenceFull => StreamError::PresenceFull(channel.clone()),
+                    SubscribeError::Broker(e) => StreamError::Broker(e),
+                })?;
             stream.channels.push(channel.clone());
         }
         for channel in &channels {

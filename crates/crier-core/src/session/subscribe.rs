@@ -3,6 +3,7 @@
 
 use super::{Membership, Recovery, Session};
 use crate::hub::PresenceJoin;
+use crate::node::SubscribeError;
 use crate::position::{Cursor, StreamPosition};
 use bytes::Bytes;
 use crier_protocol::frames::{self, SubscribeRequest};
@@ -151,7 +152,13 @@ impl Session {
         let presence_frame = self
             .node
             .subscribe(&self.app.id, &channel, self.subscriber(), presence)
-            .map_err(|_| Refusal::new("LimitReached", "presence channel is full", 403))?;
+            .await
+            .map_err(|e| match e {
+                SubscribeError::PresenceFull => {
+                    Refusal::new("LimitReached", "presence channel is full", 403)
+                }
+                SubscribeError::Broker(e) => Refusal::new("Unavailable", e.to_string(), 503),
+            })?;
         self.channels
             .insert(channel.clone(), Membership { presence_user });
         let mut out =

@@ -301,7 +301,7 @@ pub(crate) fn open_failed(
     let status = match e {
         E::PresenceFull(_) => StatusCode::FORBIDDEN,
         E::OverQuota => StatusCode::TOO_MANY_REQUESTS,
-        E::History(_) => StatusCode::SERVICE_UNAVAILABLE,
+        E::History(_) | E::Broker(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
     StreamError {
         origin,
