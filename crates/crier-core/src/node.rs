@@ -1,19 +1,21 @@
-//! The node wires the domain together: apps, the hub of local subscriptions, and the
-//! broker (with its history). Transports and ingests hold an `Arc<Node>` and nothing
-//! else of the core.
+//! The node wires the domain together: apps, the hub of local subscriptions, the
+//! broker (its window on the cluster, with history) and presence. Transports, the HTTP
+//! API and ingests hold an `Arc<Node>` and call its methods, nothing else of the core.
+//! The node is also where cluster-wide facts are announced: a member added or removed
+//! as presence decides it, a channel occupied or vacated.
 
 use crate::app::{App, AppRegistry};
 use crate::broker::{Broker, BrokerError, Unhealthy};
+use crate::events::{ChannelEvent, ChannelObserver, ClientEvent};
 use crate::history::{HistoryError, HistoryPage};
-use crate::hub::{
-    ChannelEvent, ChannelStats, ClientEvent, ConnId, Hub, PresenceFull, PresenceJoin, Subscriber,
-};
+use crate::hub::{ConnId, Hub, Subscriber};
 use crate::message::{NewMessage, Published};
 use crate::outbox::Disconnect;
 use crate::position::StreamPosition;
+use crate::presence::{self, Joined, MemoryPresence, Presence, PresenceFull, PresenceJoin};
 use crate::publish::{EventRequest, PublishError};
 use bytes::Bytes;
-use crier_protocol::{ChannelName, ErrorCode};
+use crier_protocol::{frames, ChannelKind, ChannelName, ErrorCode};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,10 +64,20 @@ pub enum SubscribeError {
     Broker(#[from] BrokerError),
 }
 
+/// Counts for the channel query API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelStats {
+    pub channel: ChannelName,
+    pub subscription_count: usize,
+    pub user_count: usize,
+}
+
 pub struct Node {
     apps: AppRegistry,
     hub: Arc<Hub>,
     broker: Arc<dyn Broker>,
+    presence: Arc<dyn Presence>,
+    observer: Option<Arc<dyn ChannelObserver>>,
     settings: NodeSettings,
     next_conn: AtomicU64,
     /// Random per process so socket ids from a restarted node do not repeat.
@@ -83,9 +95,31 @@ impl Node {
             apps,
             hub,
             broker,
+            presence: Arc::new(MemoryPresence::default()),
+            observer: None,
             settings,
             next_conn: AtomicU64::new(1),
             socket_prefix: rand::random::<u32>() as u64,
+        }
+    }
+
+    /// Replaces the presence kept in this process.
+    #[must_use]
+    pub fn with_presence(mut self, presence: Arc<dyn Presence>) -> Self {
+        self.presence = presence;
+        self
+    }
+
+    /// Reports channel events (webhooks) to `observer`.
+    #[must_use]
+    pub fn with_observer(mut self, observer: Arc<dyn ChannelObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    fn notify(&self, app: &Arc<str>, event: ChannelEvent) {
+        if let Some(o) = &self.observer {
+            o.on_event(app, event);
         }
     }
 
@@ -147,22 +181,58 @@ impl Node {
         // Interest first: from the moment the hub lists the subscriber, the broker
         // delivers what it should see.
         self.broker.subscribe(app, channel).await?;
-        self.hub
-            .subscribe(app, channel, sub, presence)
-            .map_err(|PresenceFull| {
-                self.broker.unsubscribe(app, channel);
-                SubscribeError::PresenceFull
-            })
+        let Some(join) = presence else {
+            if self.hub.subscribe(app, channel, sub) {
+                self.notify(app, ChannelEvent::Occupied(channel.clone()));
+            }
+            return Ok(None);
+        };
+        let joined = self.presence.join(
+            app,
+            channel,
+            &sub.socket_id,
+            &join.user_id,
+            join.user_info.clone(),
+            join.max_members,
+        );
+        if joined == Joined::Full {
+            self.broker.unsubscribe(app, channel);
+            return Err(SubscribeError::PresenceFull);
+        }
+        let socket_id = sub.socket_id.clone();
+        if self.hub.subscribe(app, channel, sub) {
+            self.notify(app, ChannelEvent::Occupied(channel.clone()));
+        }
+        if joined == Joined::NewMember {
+            self.member_added(app, channel, &join, Some(&socket_id));
+        }
+        // Read after joining the hub: a member who arrives later is announced to us,
+        // one who arrived earlier is in the list.
+        let members = self.presence.members(app, channel);
+        Ok(Some(frames::presence_subscription_succeeded(
+            channel.as_str(),
+            &presence::presence_data(&members),
+        )))
     }
 
+    /// Ends a connection's subscription (and its presence membership, if any).
     pub fn unsubscribe(&self, app: &Arc<str>, channel: &ChannelName, conn: ConnId) {
-        if self.hub.unsubscribe(app, channel, conn) {
-            self.broker.unsubscribe(app, channel);
+        let Some((sub, vacated)) = self.hub.unsubscribe(app, channel, conn) else {
+            return;
+        };
+        self.broker.unsubscribe(app, channel);
+        if channel.kind() == ChannelKind::Presence {
+            if let Some(user) = self.presence.leave(app, channel, &sub.socket_id) {
+                self.member_removed(app, channel, user);
+            }
+        }
+        if vacated {
+            self.notify(app, ChannelEvent::Vacated(channel.clone()));
         }
     }
 
     /// Joins a presence channel without receiving its messages (a long-poll client
-    /// between requests); `holder` names the membership for [`Node::leave_member`].
+    /// between requests) under the socket id `holder`, until [`Node::leave_member`].
     ///
     /// # Errors
     /// `PresenceFull` when a new user would exceed the channel's member limit.
@@ -170,18 +240,68 @@ impl Node {
         &self,
         app: &Arc<str>,
         channel: &ChannelName,
-        holder: ConnId,
+        holder: &Arc<str>,
         join: PresenceJoin,
     ) -> Result<(), PresenceFull> {
-        self.hub.join_member(app, channel, holder, join)
+        let joined = self.presence.join(
+            app,
+            channel,
+            holder,
+            &join.user_id,
+            join.user_info.clone(),
+            join.max_members,
+        );
+        if joined == Joined::Full {
+            return Err(PresenceFull);
+        }
+        if self.hub.hold(app, channel) {
+            self.notify(app, ChannelEvent::Occupied(channel.clone()));
+        }
+        if joined == Joined::NewMember {
+            self.member_added(app, channel, &join, None);
+        }
+        Ok(())
     }
 
-    pub fn leave_member(&self, app: &Arc<str>, channel: &ChannelName, holder: ConnId) {
-        self.hub.leave_member(app, channel, holder);
+    /// Ends a membership taken with [`Node::join_member`].
+    pub fn leave_member(&self, app: &Arc<str>, channel: &ChannelName, holder: &str) {
+        let left = self.presence.leave(app, channel, holder);
+        let vacated = self.hub.release(app, channel);
+        if let Some(user) = left {
+            self.member_removed(app, channel, user);
+        }
+        if vacated {
+            self.notify(app, ChannelEvent::Vacated(channel.clone()));
+        }
     }
 
-    /// Whether `user_id` could join the presence channel now (see
-    /// [`Hub::presence_has_room`]).
+    /// Announces a new member to the channel (but not to its own connection) and to
+    /// webhooks.
+    fn member_added(
+        &self,
+        app: &Arc<str>,
+        channel: &ChannelName,
+        join: &PresenceJoin,
+        exclude: Option<&str>,
+    ) {
+        let frame = frames::member_added(channel.as_str(), &join.user_id, &join.user_info);
+        self.broker
+            .publish_ephemeral(app, channel, Bytes::from(frame), exclude);
+        self.notify(
+            app,
+            ChannelEvent::MemberAdded(channel.clone(), join.user_id.clone()),
+        );
+    }
+
+    fn member_removed(&self, app: &Arc<str>, channel: &ChannelName, user: Arc<str>) {
+        let frame = frames::member_removed(channel.as_str(), &user);
+        self.broker
+            .publish_ephemeral(app, channel, Bytes::from(frame), None);
+        self.notify(app, ChannelEvent::MemberRemoved(channel.clone(), user));
+    }
+
+    /// Whether `user_id` could join the presence channel now: lets a request with
+    /// several channels be refused before it joins any of them.
     pub fn presence_has_room(
         &self,
         app: &str,
@@ -189,22 +309,44 @@ impl Node {
         user_id: &str,
         max: usize,
     ) -> bool {
-        self.hub.presence_has_room(app, channel, user_id, max)
+        self.presence.has_room(app, channel, user_id, max)
     }
 
     /// User ids on a presence channel, sorted.
     pub fn members(&self, app: &str, channel: &ChannelName) -> Vec<String> {
-        self.hub.members(app, channel)
+        self.presence
+            .members(app, channel)
+            .into_iter()
+            .map(|(id, _)| id.to_string())
+            .collect()
+    }
+
+    fn stats(&self, app: &str, channel: ChannelName, subscriptions: usize) -> ChannelStats {
+        let user_count = if channel.kind() == ChannelKind::Presence {
+            self.presence.user_count(app, &channel)
+        } else {
+            0
+        };
+        ChannelStats {
+            channel,
+            subscription_count: subscriptions,
+            user_count,
+        }
     }
 
     /// Counts of one channel, or `None` when nobody is subscribed.
     pub fn channel_stats(&self, app: &str, channel: &ChannelName) -> Option<ChannelStats> {
-        self.hub.channel_stats(app, channel)
+        let subscriptions = self.hub.subscription_count(app, channel)?;
+        Some(self.stats(app, channel.clone(), subscriptions))
     }
 
     /// Counts of every occupied channel of an app whose name starts with `prefix`.
     pub fn channels(&self, app: &str, prefix: &str) -> Vec<ChannelStats> {
-        self.hub.channels(app, prefix)
+        self.hub
+            .channels(app, prefix)
+            .into_iter()
+            .map(|(channel, subscriptions)| self.stats(app, channel, subscriptions))
+            .collect()
     }
 
     /// Relays a client event to the channel's other subscribers on every node and
@@ -212,7 +354,7 @@ impl Node {
     pub fn client_event(&self, app: &Arc<str>, frame: Bytes, event: ClientEvent) {
         self.broker
             .publish_ephemeral(app, &event.channel, frame, Some(&event.socket_id));
-        self.hub.notify(app, ChannelEvent::ClientEvent(event));
+        self.notify(app, ChannelEvent::ClientEvent(event));
     }
 
     /// Up to `limit` retained messages of a channel after `after`.

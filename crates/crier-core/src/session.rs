@@ -272,7 +272,7 @@ impl Session {
         self.node.client_event(
             &self.app.id,
             Bytes::from(frame),
-            crate::hub::ClientEvent {
+            crate::events::ClientEvent {
                 channel: channel.clone(),
                 event: event.to_owned(),
                 data: data.get().to_owned(),

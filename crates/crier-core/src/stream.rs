@@ -9,11 +9,12 @@
 use crate::app::App;
 use crate::broker::BrokerError;
 use crate::history::HistoryError;
-use crate::hub::{ConnId, PresenceJoin, Subscriber};
+use crate::hub::{ConnId, Subscriber};
 use crate::message::Published;
 use crate::node::{Node, SubscribeError};
 use crate::outbox::Outbox;
 use crate::position::{Cursor, StreamPosition};
+use crate::presence::PresenceJoin;
 use bytes::Bytes;
 use crier_protocol::{frames, ChannelName};
 use std::collections::{HashMap, VecDeque};

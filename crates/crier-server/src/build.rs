@@ -62,7 +62,7 @@ pub fn node(config: &Config) -> anyhow::Result<(Arc<Node>, crate::webhooks::Webh
     let retention: RetentionLookup =
         Arc::new(move |id: &str| retention_by_app.get(id).copied().unwrap_or_default());
     let (observer, webhooks) = crate::webhooks::channel(&config.apps);
-    let hub = Arc::new(Hub::with_observer(observer));
+    let hub = Arc::new(Hub::new());
     let policy = match config.history.fsync {
         Fsync::Always => FsyncPolicy::Always,
         Fsync::Grouped => FsyncPolicy::Grouped,
@@ -91,8 +91,6 @@ pub fn node(config: &Config) -> anyhow::Result<(Arc<Node>, crate::webhooks::Webh
         write_timeout: Duration::from_secs(config.server.write_timeout_secs.max(1)),
         ..NodeSettings::default()
     };
-    Ok((
-        Arc::new(Node::new(apps, hub, Arc::new(broker), settings)),
-        webhooks,
-    ))
+    let node = Node::new(apps, hub, Arc::new(broker), settings).with_observer(observer);
+    Ok((Arc::new(node), webhooks))
 }

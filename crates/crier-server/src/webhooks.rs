@@ -4,7 +4,7 @@
 //! The hub reports events without waiting; a full queue drops events (counted) rather
 //! than slow down connections.
 
-use crier_core::hub::{ChannelEvent, ClientEvent, HubObserver};
+use crier_core::events::{ChannelEvent, ChannelObserver, ClientEvent};
 use crier_core::message::now_ms;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -58,7 +58,7 @@ fn event_json(event: ChannelEvent) -> Value {
     }
 }
 
-impl HubObserver for WebhookObserver {
+impl ChannelObserver for WebhookObserver {
     fn on_event(&self, app: &Arc<str>, event: ChannelEvent) {
         if !self.apps.iter().any(|a| a == app) {
             return;

@@ -2,9 +2,9 @@
 //! and the replay of missed messages (`since`) or of a cache channel's last event.
 
 use super::{Membership, Recovery, Session};
-use crate::hub::PresenceJoin;
 use crate::node::SubscribeError;
 use crate::position::{Cursor, StreamPosition};
+use crate::presence::PresenceJoin;
 use bytes::Bytes;
 use crier_protocol::frames::{self, SubscribeRequest};
 use crier_protocol::{signature, ChannelKind, ChannelName};
