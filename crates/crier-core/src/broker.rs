@@ -14,6 +14,7 @@ mod conformance;
 
 use crate::history::{HistoryError, HistoryStore};
 use crate::message::{NewMessage, Published};
+use crate::outbox::Disconnect;
 use async_trait::async_trait;
 use bytes::Bytes;
 use crier_protocol::ChannelName;
@@ -47,6 +48,9 @@ pub trait Deliver: Send + Sync + 'static {
     /// An ephemeral frame (client event, presence change) to every local subscriber of
     /// `channel` except the socket `exclude`.
     fn deliver_frame(&self, app: &str, channel: &ChannelName, frame: Bytes, exclude: Option<&str>);
+
+    /// Closes every local connection subscribed to `channel`.
+    fn close(&self, app: &str, channel: &ChannelName, reason: &Disconnect);
 }
 
 /// The contract every broker keeps; [`conformance`] checks it against each one.
@@ -61,6 +65,10 @@ pub trait Deliver: Send + Sync + 'static {
 ///   the reader drops the copy by its id.
 /// - **Interest** is counted per node: the node receives a channel's messages while it
 ///   has called `subscribe` for it more times than `unsubscribe`, exactly once each.
+/// - **Occupancy** is the cluster's: a channel is occupied while any node subscribes
+///   to or holds it. Exactly one `subscribe`/`hold` call in the cluster reports that it
+///   occupied the channel, and one `unsubscribe`/`release` that it vacated it, so the
+///   webhooks fire once. Subscription counts are summed over nodes.
 /// - **Ephemeral** frames (client events, presence changes) are not stored and have no
 ///   id; they reach every node with interest, except the sending socket, named by its
 ///   socket id, which is unique across the cluster.
@@ -82,14 +90,32 @@ pub trait Broker: Send + Sync + 'static {
         exclude: Option<&str>,
     );
 
-    /// This node wants `channel`'s messages; returns once they will be delivered.
+    /// One more local subscriber wants `channel`'s messages; returns once they will be
+    /// delivered, and whether this occupied the channel in the cluster.
     ///
     /// # Errors
     /// The broker's backend is unreachable.
-    async fn subscribe(&self, app: &Arc<str>, channel: &ChannelName) -> Result<(), BrokerError>;
+    async fn subscribe(&self, app: &Arc<str>, channel: &ChannelName) -> Result<bool, BrokerError>;
 
-    /// Drops one `subscribe` of `channel` on this node.
-    fn unsubscribe(&self, app: &str, channel: &ChannelName);
+    /// Drops one `subscribe`; returns whether this vacated the channel in the cluster.
+    fn unsubscribe(&self, app: &str, channel: &ChannelName) -> bool;
+
+    /// Keeps `channel` occupied without receiving it (a presence member between
+    /// long-polls); returns whether this occupied it in the cluster.
+    fn hold(&self, app: &Arc<str>, channel: &ChannelName) -> bool;
+
+    /// Ends one `hold`; returns whether this vacated the channel in the cluster.
+    fn release(&self, app: &str, channel: &ChannelName) -> bool;
+
+    /// Subscriptions to `channel` in the cluster, or `None` when it is not occupied.
+    fn subscription_count(&self, app: &str, channel: &ChannelName) -> Option<usize>;
+
+    /// Every occupied channel of `app` whose name starts with `prefix`, with its
+    /// subscriptions in the cluster, sorted by name.
+    fn channels(&self, app: &str, prefix: &str) -> Vec<(ChannelName, usize)>;
+
+    /// Closes every connection subscribed to `channel`, on every node.
+    fn disconnect(&self, app: &str, channel: &ChannelName, reason: &Disconnect);
 
     /// The history the broker stores into (ids, replay, `cache-` channels).
     fn history(&self) -> &Arc<dyn HistoryStore>;

@@ -2,7 +2,8 @@
 //! Channels live in shards so unrelated channels do not contend; fan-out holds one
 //! channel's lock while it pushes the shared bytes (or the shared `Arc<Published>`)
 //! into each subscriber's bounded outbox, without waiting or allocating per recipient.
-//! Presence and what counts for the cluster live elsewhere (`presence`, `node`).
+//! Presence and what counts for the cluster (occupancy, subscription counts) live
+//! elsewhere: in `presence` and the broker.
 
 use crate::broker::Deliver;
 use crate::message::Published;
@@ -30,15 +31,6 @@ pub struct Subscriber {
 #[derive(Default)]
 struct Channel {
     subscribers: Vec<Subscriber>,
-    /// Presence memberships held here without a subscriber (long-poll clients between
-    /// requests): they keep the channel occupied.
-    leases: usize,
-}
-
-impl Channel {
-    fn is_unused(&self) -> bool {
-        self.subscribers.is_empty() && self.leases == 0
-    }
 }
 
 type ChannelKey = (Arc<str>, ChannelName);
@@ -75,95 +67,46 @@ impl Hub {
         self.shard(app, channel).read().get(&key).cloned()
     }
 
-    /// Applies `change` to the channel's entry, created if missing; returns whether the
-    /// channel was unused before.
-    fn enter(
-        &self,
-        app: &Arc<str>,
-        channel: &ChannelName,
-        change: impl FnOnce(&mut Channel),
-    ) -> bool {
-        // The shard's write lock is held so that a concurrent `leave` cannot drop the
-        // channel between our lookup and our change.
+    /// Adds a subscriber.
+    pub fn subscribe(&self, app: &Arc<str>, channel: &ChannelName, sub: Subscriber) {
+        // The shard's write lock is held so that a concurrent `unsubscribe` cannot drop
+        // the channel between our lookup and our push.
         let mut map = self.shard(app, channel).write();
         let entry = map
             .entry((app.clone(), channel.clone()))
             .or_default()
             .clone();
-        let mut ch = entry.lock();
-        let was_unused = ch.is_unused();
-        change(&mut ch);
-        was_unused
-    }
-
-    /// Applies `change` to the channel's entry if there is one, and drops the entry
-    /// once unused; `None` when there was none, else `change`'s result and whether the
-    /// channel is now unused.
-    fn leave<T>(
-        &self,
-        app: &Arc<str>,
-        channel: &ChannelName,
-        change: impl FnOnce(&mut Channel) -> Option<T>,
-    ) -> Option<(T, bool)> {
-        let entry = self.channel(app, channel)?;
-        let (out, unused) = {
-            let mut ch = entry.lock();
-            let out = change(&mut ch)?;
-            (out, ch.is_unused())
-        };
-        let mut vacated = false;
-        if unused {
-            let mut map = self.shard(app, channel).write();
-            let key = (app.clone(), channel.clone());
-            if map
-                .get(&key)
-                .is_some_and(|c| Arc::ptr_eq(c, &entry) && c.lock().is_unused())
-            {
-                map.remove(&key);
-                vacated = true;
-            }
-        }
-        Some((out, vacated))
-    }
-
-    /// Adds a subscriber; returns whether this made the channel occupied here.
-    pub fn subscribe(&self, app: &Arc<str>, channel: &ChannelName, sub: Subscriber) -> bool {
-        let occupied = self.enter(app, channel, |ch| ch.subscribers.push(sub));
+        entry.lock().subscribers.push(sub);
         metrics::gauge!("crier_subscriptions").increment(1.0);
-        occupied
     }
 
-    /// Removes a connection's subscription: the subscriber, and whether that vacated
-    /// the channel here; `None` when `conn` was not subscribed.
+    /// Removes a connection's subscription; returns it, or `None` when `conn` was not
+    /// subscribed.
     pub fn unsubscribe(
         &self,
         app: &Arc<str>,
         channel: &ChannelName,
         conn: ConnId,
-    ) -> Option<(Subscriber, bool)> {
-        let out = self.leave(app, channel, |ch| {
+    ) -> Option<Subscriber> {
+        let entry = self.channel(app, channel)?;
+        let (sub, empty) = {
+            let mut ch = entry.lock();
             let at = ch.subscribers.iter().position(|s| s.conn == conn)?;
-            Some(ch.subscribers.swap_remove(at))
-        });
-        if out.is_some() {
-            metrics::gauge!("crier_subscriptions").decrement(1.0);
+            let sub = ch.subscribers.swap_remove(at);
+            (sub, ch.subscribers.is_empty())
+        };
+        metrics::gauge!("crier_subscriptions").decrement(1.0);
+        if empty {
+            let mut map = self.shard(app, channel).write();
+            let key = (app.clone(), channel.clone());
+            if map
+                .get(&key)
+                .is_some_and(|c| Arc::ptr_eq(c, &entry) && c.lock().subscribers.is_empty())
+            {
+                map.remove(&key);
+            }
         }
-        out
-    }
-
-    /// Keeps a channel occupied for a membership without a subscriber; returns whether
-    /// this made the channel occupied here.
-    pub fn hold(&self, app: &Arc<str>, channel: &ChannelName) -> bool {
-        self.enter(app, channel, |ch| ch.leases += 1)
-    }
-
-    /// Ends a [`Hub::hold`]; returns whether that vacated the channel here.
-    pub fn release(&self, app: &Arc<str>, channel: &ChannelName) -> bool {
-        self.leave(app, channel, |ch| {
-            ch.leases = ch.leases.checked_sub(1)?;
-            Some(())
-        })
-        .is_some_and(|(_, vacated)| vacated)
+        Some(sub)
     }
 
     /// Sends an encoded frame to every subscriber except the socket `exclude`.
@@ -217,35 +160,6 @@ impl Hub {
         }
         ch.subscribers.len()
     }
-
-    /// Local subscriptions of one channel, or `None` when it is unused here.
-    pub fn subscription_count(&self, app: &str, channel: &ChannelName) -> Option<usize> {
-        let entry = self.channel(app, channel)?;
-        let ch = entry.lock();
-        (!ch.is_unused()).then_some(ch.subscribers.len())
-    }
-
-    /// Every channel of an app used here whose name starts with `prefix`, with its
-    /// local subscriptions, sorted by name.
-    pub fn channels(&self, app: &str, prefix: &str) -> Vec<(ChannelName, usize)> {
-        let mut out = Vec::new();
-        for shard in self.shards.iter() {
-            let entries: Vec<_> = shard
-                .read()
-                .iter()
-                .filter(|((a, c), _)| &**a == app && c.as_str().starts_with(prefix))
-                .map(|((_, c), ch)| (c.clone(), ch.clone()))
-                .collect();
-            for (channel, entry) in entries {
-                let ch = entry.lock();
-                if !ch.is_unused() {
-                    out.push((channel, ch.subscribers.len()));
-                }
-            }
-        }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        out
-    }
 }
 
 impl Deliver for Hub {
@@ -255,6 +169,10 @@ impl Deliver for Hub {
 
     fn deliver_frame(&self, app: &str, channel: &ChannelName, frame: Bytes, exclude: Option<&str>) {
         self.broadcast(app, channel, frame, exclude);
+    }
+
+    fn close(&self, app: &str, channel: &ChannelName, reason: &Disconnect) {
+        self.close_subscribers(app, channel, reason);
     }
 }
 
@@ -283,27 +201,18 @@ mod tests {
     }
 
     #[test]
-    fn occupancy_counts_subscribers_and_leases() {
+    fn unsubscribe_returns_the_subscription_once() {
         let hub = Hub::new();
         let app: Arc<str> = Arc::from("a");
-        let ch = ChannelName::parse("presence-r").unwrap();
+        let ch = ChannelName::parse("private-r").unwrap();
         let (s1, _r1) = sub(1);
-        let (s2, _r2) = sub(2);
-        assert!(hub.subscribe(&app, &ch, s1));
-        assert!(!hub.subscribe(&app, &ch, s2));
-        assert!(!hub.hold(&app, &ch));
-        assert_eq!(hub.subscription_count("a", &ch), Some(2));
-        assert!(matches!(hub.unsubscribe(&app, &ch, 1), Some((s, false)) if s.conn == 1));
+        hub.subscribe(&app, &ch, s1);
+        assert_eq!(hub.unsubscribe(&app, &ch, 1).map(|s| s.conn), Some(1));
         assert!(hub.unsubscribe(&app, &ch, 1).is_none());
-        assert!(matches!(hub.unsubscribe(&app, &ch, 2), Some((_, false))));
-        assert_eq!(
-            hub.subscription_count("a", &ch),
-            Some(0),
-            "held by the lease"
+        assert!(
+            hub.channel("a", &ch).is_none(),
+            "an empty channel is dropped"
         );
-        assert!(hub.release(&app, &ch));
-        assert!(!hub.release(&app, &ch));
-        assert!(hub.channels("a", "").is_empty());
     }
 
     #[tokio::test]

@@ -180,9 +180,10 @@ impl Node {
     ) -> Result<Option<String>, SubscribeError> {
         // Interest first: from the moment the hub lists the subscriber, the broker
         // delivers what it should see.
-        self.broker.subscribe(app, channel).await?;
+        let occupied = self.broker.subscribe(app, channel).await?;
         let Some(join) = presence else {
-            if self.hub.subscribe(app, channel, sub) {
+            self.hub.subscribe(app, channel, sub);
+            if occupied {
                 self.notify(app, ChannelEvent::Occupied(channel.clone()));
             }
             return Ok(None);
@@ -196,11 +197,18 @@ impl Node {
             join.max_members,
         );
         if joined == Joined::Full {
-            self.broker.unsubscribe(app, channel);
+            // Occupied and vacated by this refused join cancel out. If others came or
+            // went meanwhile, their change went unreported because of ours: report it.
+            match (occupied, self.broker.unsubscribe(app, channel)) {
+                (true, false) => self.notify(app, ChannelEvent::Occupied(channel.clone())),
+                (false, true) => self.notify(app, ChannelEvent::Vacated(channel.clone())),
+                _ => {}
+            }
             return Err(SubscribeError::PresenceFull);
         }
         let socket_id = sub.socket_id.clone();
-        if self.hub.subscribe(app, channel, sub) {
+        self.hub.subscribe(app, channel, sub);
+        if occupied {
             self.notify(app, ChannelEvent::Occupied(channel.clone()));
         }
         if joined == Joined::NewMember {
@@ -217,10 +225,10 @@ impl Node {
 
     /// Ends a connection's subscription (and its presence membership, if any).
     pub fn unsubscribe(&self, app: &Arc<str>, channel: &ChannelName, conn: ConnId) {
-        let Some((sub, vacated)) = self.hub.unsubscribe(app, channel, conn) else {
+        let Some(sub) = self.hub.unsubscribe(app, channel, conn) else {
             return;
         };
-        self.broker.unsubscribe(app, channel);
+        let vacated = self.broker.unsubscribe(app, channel);
         if channel.kind() == ChannelKind::Presence {
             if let Some(user) = self.presence.leave(app, channel, &sub.socket_id) {
                 self.member_removed(app, channel, user);
@@ -254,7 +262,7 @@ impl Node {
         if joined == Joined::Full {
             return Err(PresenceFull);
         }
-        if self.hub.hold(app, channel) {
+        if self.broker.hold(app, channel) {
             self.notify(app, ChannelEvent::Occupied(channel.clone()));
         }
         if joined == Joined::NewMember {
@@ -266,7 +274,7 @@ impl Node {
     /// Ends a membership taken with [`Node::join_member`].
     pub fn leave_member(&self, app: &Arc<str>, channel: &ChannelName, holder: &str) {
         let left = self.presence.leave(app, channel, holder);
-        let vacated = self.hub.release(app, channel);
+        let vacated = self.broker.release(app, channel);
         if let Some(user) = left {
             self.member_removed(app, channel, user);
         }
@@ -334,15 +342,15 @@ impl Node {
         }
     }
 
-    /// Counts of one channel, or `None` when nobody is subscribed.
+    /// Counts of one channel in the cluster, or `None` when it is not occupied.
     pub fn channel_stats(&self, app: &str, channel: &ChannelName) -> Option<ChannelStats> {
-        let subscriptions = self.hub.subscription_count(app, channel)?;
+        let subscriptions = self.broker.subscription_count(app, channel)?;
         Some(self.stats(app, channel.clone(), subscriptions))
     }
 
     /// Counts of every occupied channel of an app whose name starts with `prefix`.
     pub fn channels(&self, app: &str, prefix: &str) -> Vec<ChannelStats> {
-        self.hub
+        self.broker
             .channels(app, prefix)
             .into_iter()
             .map(|(channel, subscriptions)| self.stats(app, channel, subscriptions))
@@ -411,18 +419,18 @@ impl Node {
         self.broker.flush().await
     }
 
-    /// Closes every connection signed in as `user_id`; returns how many.
-    pub fn terminate_user(&self, app: &App, user_id: &str) -> usize {
+    /// Closes every connection signed in as `user_id`, on every node.
+    pub fn terminate_user(&self, app: &App, user_id: &str) {
         let Ok(channel) = ChannelName::for_user(user_id) else {
-            return 0;
+            return;
         };
-        self.hub.close_subscribers(
+        self.broker.disconnect(
             &app.id,
             &channel,
             &Disconnect::new(
                 ErrorCode::Unauthorized,
                 "connections terminated by the server",
             ),
-        )
+        );
     }
 }

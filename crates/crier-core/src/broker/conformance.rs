@@ -1,15 +1,17 @@
 //! The same cases against every broker (see the contract on [`Broker`]): ids in order
 //! per channel, delivery exactly once and in order to a node with interest, none
-//! without, ephemeral frames that skip their sender and are not stored, history reads,
-//! health and flush. A Redis broker joins the fixture list when it exists.
+//! without, ephemeral frames that skip their sender and are not stored, occupancy and
+//! subscription counts, disconnects, history reads, health and flush. A Redis broker joins the fixture list when it exists.
 
 use super::{Broker, Deliver, MemoryBroker};
 use crate::history::disk::DiskHistory;
 use crate::history::memory::MemoryHistory;
 use crate::history::{FsyncPolicy, HistoryError, HistoryStore, Retention};
 use crate::message::{NewMessage, Published};
+use crate::outbox::Disconnect;
 use bytes::Bytes;
 use crier_protocol::ChannelName;
+use crier_protocol::ErrorCode;
 use parking_lot::Mutex;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +22,7 @@ use std::time::Duration;
 struct Node {
     messages: Mutex<Vec<(String, u64)>>,
     frames: Mutex<Vec<(String, Bytes, Option<String>)>>,
+    closed: Mutex<Vec<String>>,
 }
 
 impl Deliver for Node {
@@ -39,6 +42,10 @@ impl Deliver for Node {
         self.frames
             .lock()
             .push((channel.to_string(), frame, exclude.map(str::to_owned)));
+    }
+
+    fn close(&self, _app: &str, channel: &ChannelName, _reason: &Disconnect) {
+        self.closed.lock().push(channel.to_string());
     }
 }
 
@@ -191,18 +198,25 @@ async fn interest_is_counted_and_only_channels_of_interest_arrive() {
         let (a, c) = (app(), ch("c"));
         f.broker.publish(vec![msg("c", "nobody")]).await.unwrap();
         assert!(f.node.messages.lock().is_empty(), "{kind}: no interest yet");
-        f.broker.subscribe(&a, &c).await.unwrap();
-        f.broker.subscribe(&a, &c).await.unwrap();
+        assert!(
+            f.broker.subscribe(&a, &c).await.unwrap(),
+            "{kind}: occupied"
+        );
+        assert!(!f.broker.subscribe(&a, &c).await.unwrap(), "{kind}");
         f.broker.publish(vec![msg("c", "twice")]).await.unwrap();
         assert_eq!(
             offsets(&f.node, "c"),
             [2],
             "{kind}: once, not per subscribe"
         );
-        f.broker.unsubscribe(&a, &c);
+        assert!(!f.broker.unsubscribe(&a, &c), "{kind}");
         f.broker.publish(vec![msg("c", "still")]).await.unwrap();
         assert_eq!(offsets(&f.node, "c"), [2, 3], "{kind}: one subscribe left");
-        f.broker.unsubscribe(&a, &c);
+        assert!(f.broker.unsubscribe(&a, &c), "{kind}: vacated");
+        assert!(
+            !f.broker.unsubscribe(&a, &c),
+            "{kind}: nothing left to drop"
+        );
         f.broker.publish(vec![msg("c", "gone")]).await.unwrap();
         assert_eq!(offsets(&f.node, "c"), [2, 3], "{kind}: interest dropped");
         let tip = f.broker.history().tip("app", &c).await.unwrap();
@@ -274,5 +288,47 @@ async fn healthy_and_flushes() {
             Some("1"),
             "{kind}"
         );
+    }
+}
+
+#[tokio::test]
+async fn occupancy_and_counts_are_the_clusters() {
+    for (kind, f) in fixtures() {
+        let (a, x, y) = (app(), ch("presence-x"), ch("presence-y"));
+        assert!(f.broker.hold(&a, &x), "{kind}: a member occupies");
+        assert!(!f.broker.subscribe(&a, &x).await.unwrap(), "{kind}");
+        assert!(f.broker.subscribe(&a, &y).await.unwrap(), "{kind}");
+        assert!(!f.broker.subscribe(&a, &y).await.unwrap(), "{kind}");
+        assert_eq!(f.broker.subscription_count("app", &x), Some(1), "{kind}");
+        assert_eq!(f.broker.subscription_count("app", &ch("z")), None, "{kind}");
+        let all = f.broker.channels("app", "presence-");
+        assert_eq!(all, [(x.clone(), 1), (y.clone(), 2)], "{kind}");
+        assert!(f.broker.channels("other", "").is_empty(), "{kind}");
+        assert!(
+            !f.broker.unsubscribe(&a, &x),
+            "{kind}: the member still holds it"
+        );
+        assert_eq!(f.broker.subscription_count("app", &x), Some(0), "{kind}");
+        f.broker
+            .publish(vec![msg("presence-x", "held")])
+            .await
+            .unwrap();
+        assert!(
+            offsets(&f.node, "presence-x").is_empty(),
+            "{kind}: holds receive nothing"
+        );
+        assert!(f.broker.release(&a, &x), "{kind}: vacated");
+        assert!(!f.broker.release(&a, &x), "{kind}");
+        assert_eq!(f.broker.channels("app", ""), [(y, 2)], "{kind}");
+    }
+}
+
+#[tokio::test]
+async fn disconnect_reaches_the_node() {
+    for (kind, f) in fixtures() {
+        let reason = Disconnect::new(ErrorCode::Unauthorized, "bye");
+        f.broker
+            .disconnect("app", &ch("#server-to-user-u1"), &reason);
+        assert_eq!(*f.node.closed.lock(), ["#server-to-user-u1"], "{kind}");
     }
 }
