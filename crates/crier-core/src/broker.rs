@@ -12,6 +12,7 @@ pub mod memory;
 #[cfg(test)]
 mod conformance;
 
+use crate::app::App;
 use crate::history::{HistoryError, HistoryStore};
 use crate::message::{NewMessage, Published};
 use crate::outbox::Disconnect;
@@ -68,7 +69,8 @@ pub trait Deliver: Send + Sync + 'static {
 /// - **Occupancy** is the cluster's: a channel is occupied while any node subscribes
 ///   to or holds it. Exactly one `subscribe`/`hold` call in the cluster reports that it
 ///   occupied the channel, and one `unsubscribe`/`release` that it vacated it, so the
-///   webhooks fire once. Subscription counts are summed over nodes.
+///   webhooks fire once. Subscription counts are summed over nodes, and so is each
+///   app's connection count that `max_connections` limits.
 /// - **Ephemeral** frames (client events, presence changes) are not stored and have no
 ///   id; they reach every node with interest, except the sending socket, named by its
 ///   socket id, which is unique across the cluster.
@@ -116,6 +118,13 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Closes every connection subscribed to `channel`, on every node.
     fn disconnect(&self, app: &str, channel: &ChannelName, reason: &Disconnect);
+
+    /// Counts a new connection of `app` in the cluster, unless the app is at its
+    /// `max_connections`; returns whether it was counted.
+    fn add_connection(&self, app: &App) -> bool;
+
+    /// Ends a connection counted by `add_connection`.
+    fn remove_connection(&self, app: &App);
 
     /// The history the broker stores into (ids, replay, `cache-` channels).
     fn history(&self) -> &Arc<dyn HistoryStore>;

@@ -419,6 +419,17 @@ impl Node {
         self.broker.flush().await
     }
 
+    /// Counts a new connection of `app` in the cluster, unless the app is at its
+    /// `max_connections`; returns whether it was counted.
+    pub fn add_connection(&self, app: &App) -> bool {
+        self.broker.add_connection(app)
+    }
+
+    /// Ends a connection counted by [`Node::add_connection`].
+    pub fn remove_connection(&self, app: &App) {
+        self.broker.remove_connection(app);
+    }
+
     /// Closes every connection signed in as `user_id`, on every node.
     pub fn terminate_user(&self, app: &App, user_id: &str) {
         let Ok(channel) = ChannelName::for_user(user_id) else {

@@ -79,7 +79,7 @@ impl Session {
         if !app.enabled {
             return Err(Disconnect::new(ErrorCode::AppDisabled, "App is disabled"));
         }
-        if !app.try_add_connection() {
+        if !node.add_connection(&app) {
             return Err(Disconnect::new(
                 ErrorCode::OverConnectionQuota,
                 "App is over its connection quota",
@@ -301,7 +301,7 @@ impl Session {
         for channel in channels {
             self.unsubscribe(&channel);
         }
-        self.app.remove_connection();
+        self.node.remove_connection(&self.app);
         metrics::gauge!("crier_connections").decrement(1.0);
     }
 }

@@ -96,7 +96,7 @@ impl Stream {
     ) -> Result<Self, StreamError> {
         // A stream holds a connection open like a WebSocket does, so it counts toward
         // the app's `max_connections` until it is dropped.
-        if !app.try_add_connection() {
+        if !node.add_connection(&app) {
             return Err(StreamError::OverQuota);
         }
         let (conn, socket_id) = node.new_connection();
@@ -232,6 +232,6 @@ impl Drop for Stream {
         for channel in &self.channels {
             self.node.unsubscribe(&self.app.id, channel, self.conn);
         }
-        self.app.remove_connection();
+        self.node.remove_connection(&self.app);
     }
 }

@@ -332,3 +332,18 @@ async fn disconnect_reaches_the_node() {
         assert_eq!(*f.node.closed.lock(), ["#server-to-user-u1"], "{kind}");
     }
 }
+
+#[tokio::test]
+async fn the_connection_quota_counts_every_connection_of_the_app() {
+    for (kind, f) in fixtures() {
+        let mut app = crate::App::new("q", "k", "s");
+        app.limits.max_connections = 2;
+        assert!(f.broker.add_connection(&app), "{kind}");
+        assert!(f.broker.add_connection(&app), "{kind}");
+        assert!(!f.broker.add_connection(&app), "{kind}: at the limit");
+        f.broker.remove_connection(&app);
+        assert!(f.broker.add_connection(&app), "{kind}");
+        app.limits.max_connections = 0;
+        assert!(f.broker.add_connection(&app), "{kind}: 0 means no limit");
+    }
+}

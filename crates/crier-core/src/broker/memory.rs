@@ -4,6 +4,7 @@
 //! between.
 
 use super::{Broker, BrokerError, Deliver};
+use crate::app::App;
 use crate::history::{CommitObserver, HistoryStore};
 use crate::message::{NewMessage, Published};
 use crate::outbox::Disconnect;
@@ -192,6 +193,15 @@ impl Broker for MemoryBroker {
 
     fn disconnect(&self, app: &str, channel: &ChannelName, reason: &Disconnect) {
         self.local.deliver.close(app, channel, reason);
+    }
+
+    // The app's own counter: with one node it is the cluster's, and it costs no lookup.
+    fn add_connection(&self, app: &App) -> bool {
+        app.try_add_connection()
+    }
+
+    fn remove_connection(&self, app: &App) {
+        app.remove_connection();
     }
 
     fn history(&self) -> &Arc<dyn HistoryStore> {
