@@ -19,16 +19,15 @@ pub use memory::MemoryPresence;
 /// `holder`: the socket id of the connection (unique across nodes), or of a long-poll
 /// client's lease between its requests.
 pub trait Presence: Send + Sync + 'static {
-    /// Adds `holder` as a connection of `user_id`. [`Joined::NewMember`] is returned to
+    /// Adds `holder` as a connection of `member.user_id`, unless that would make the
+    /// channel exceed `member.max_members` users. [`Joined::NewMember`] is returned to
     /// exactly one holder per user and arrival, whichever node it is on.
     fn join(
         &self,
         app: &Arc<str>,
         channel: &ChannelName,
         holder: &Arc<str>,
-        user_id: &Arc<str>,
-        info: serde_json::Value,
-        max_members: usize,
+        member: &PresenceJoin,
     ) -> Joined;
 
     /// Ends `holder`'s membership; returns the user when it was the user's last holder

@@ -34,14 +34,7 @@ impl Node {
             }
             return Ok(None);
         };
-        let joined = self.presence.join(
-            app,
-            channel,
-            &sub.socket_id,
-            &join.user_id,
-            join.user_info.clone(),
-            join.max_members,
-        );
+        let joined = self.presence.join(app, channel, &sub.socket_id, &join);
         if joined == Joined::Full {
             // Occupied and vacated by this refused join cancel out. If others came or
             // went meanwhile, their change went unreported because of ours: report it.
@@ -97,14 +90,7 @@ impl Node {
         holder: &Arc<str>,
         join: PresenceJoin,
     ) -> Result<(), PresenceFull> {
-        let joined = self.presence.join(
-            app,
-            channel,
-            holder,
-            &join.user_id,
-            join.user_info.clone(),
-            join.max_members,
-        );
+        let joined = self.presence.join(app, channel, holder, &join);
         if joined == Joined::Full {
             return Err(PresenceFull);
         }

@@ -1,7 +1,7 @@
 //! Presence kept in this process: one roster per channel, for a node that is the whole
 //! cluster.
 
-use super::{Joined, Presence, Roster};
+use super::{Joined, Presence, PresenceJoin, Roster};
 use crier_protocol::ChannelName;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -39,9 +39,7 @@ impl Presence for MemoryPresence {
         app: &Arc<str>,
         channel: &ChannelName,
         holder: &Arc<str>,
-        user_id: &Arc<str>,
-        info: serde_json::Value,
-        max_members: usize,
+        member: &PresenceJoin,
     ) -> Joined {
         let mut channels = self.channels.lock();
         let key = (app.clone(), channel.clone());
@@ -49,13 +47,17 @@ impl Presence for MemoryPresence {
         if entry.holders.contains_key(holder) {
             return Joined::AnotherConnection;
         }
-        let joined = entry.roster.join(user_id, info, max_members);
+        let joined = entry.roster.join(
+            &member.user_id,
+            member.user_info.clone(),
+            member.max_members,
+        );
         if joined == Joined::Full {
             if entry.holders.is_empty() {
                 channels.remove(&key);
             }
         } else {
-            entry.holders.insert(holder.clone(), user_id.clone());
+            entry.holders.insert(holder.clone(), member.user_id.clone());
         }
         joined
     }
