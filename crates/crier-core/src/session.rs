@@ -220,8 +220,8 @@ impl Session {
             let sub = self.subscriber();
             // Presence limits do not apply without a presence join; a broker that
             // cannot take the interest fails the sign-in, which the client retries.
-            self.node
-                .subscribe(&self.app.id, &channel, sub, None)
+            // Boxed, like the subscribe in `try_subscribe`: see there.
+            Box::pin(self.node.subscribe(&self.app.id, &channel, sub, None))
                 .await
                 .map_err(|e| Disconnect::new(ErrorCode::GenericReconnect, e.to_string()))?;
             self.channels.insert(

@@ -149,16 +149,18 @@ impl Session {
         let presence_user = presence.as_ref().map(|p| p.user_id.clone());
         // Register for live messages before reading history: whatever the read misses
         // is delivered live, and `accept` drops what both paths carry.
-        let presence_frame = self
+        // Boxed: the transport boxes `handle` for every client frame, and holding the
+        // node's subscribe future inline made that box 184 bytes larger (528 -> 712,
+        // -Zprint-type-sizes) for pings and client events too, not only subscribes.
+        let subscribing = self
             .node
-            .subscribe(&self.app.id, &channel, self.subscriber(), presence)
-            .await
-            .map_err(|e| match e {
-                SubscribeError::PresenceFull => {
-                    Refusal::new("LimitReached", "presence channel is full", 403)
-                }
-                SubscribeError::Broker(e) => Refusal::new("Unavailable", e.to_string(), 503),
-            })?;
+            .subscribe(&self.app.id, &channel, self.subscriber(), presence);
+        let presence_frame = Box::pin(subscribing).await.map_err(|e| match e {
+            SubscribeError::PresenceFull => {
+                Refusal::new("LimitReached", "presence channel is full", 403)
+            }
+            SubscribeError::Broker(e) => Refusal::new("Unavailable", e.to_string(), 503),
+        })?;
         self.channels
             .insert(channel.clone(), Membership { presence_user });
         let mut out =
