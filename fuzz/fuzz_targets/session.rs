@@ -18,7 +18,7 @@
 
 use crier_core::broker::MemoryBroker;
 use crier_core::history::memory::MemoryHistory;
-use crier_core::history::{Retention, RetentionLookup};
+use crier_core::history::{HistoryStore, Retention, RetentionLookup};
 use crier_core::hub::Hub;
 use crier_core::outbox::outbox;
 use crier_core::publish::EventRequest;
@@ -38,8 +38,14 @@ fn node(app: App) -> Arc<Node> {
         max_messages: 4,
         ..Retention::default()
     });
-    let history = Arc::new(MemoryHistory::new(retention, hub.clone()));
-    let broker = Arc::new(MemoryBroker::new(history, hub.clone()));
+    let broker = Arc::new(
+        MemoryBroker::new(hub.clone(), |on_commit| {
+            Ok::<Arc<dyn HistoryStore>, std::convert::Infallible>(Arc::new(MemoryHistory::new(
+                retention, on_commit,
+            )))
+        })
+        .expect("a memory history opens"),
+    );
     let settings = NodeSettings {
         outbox_capacity: 8,
         ..NodeSettings::default()
@@ -102,10 +108,10 @@ fuzz_target!(|data: &[u8]| -> Corpus {
     app.limits.max_presence_members = 2;
     app.limits.max_event_size = 256;
     let node = node(app);
-    let app = node.apps.by_id("app").expect("the app").clone();
+    let app = node.apps().by_id("app").expect("the app").clone();
     RUNTIME.with(|rt| {
         rt.block_on(async {
-            let (tx, mut rx) = outbox(node.settings.outbox_capacity);
+            let (tx, mut rx) = outbox(node.settings().outbox_capacity);
             let (mut session, established) =
                 Session::open(node.clone(), app.clone(), tx).expect("the app is enabled");
             assert_frame(&established);
@@ -158,7 +164,7 @@ fuzz_target!(|data: &[u8]| -> Corpus {
                 }
             }
             drop(session);
-            let left = node.hub.channels("app", "");
+            let left = node.channels("app", "");
             assert!(left.is_empty(), "closed session left {left:?}");
             assert_eq!(app.connection_count(), 0);
         });

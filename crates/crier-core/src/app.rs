@@ -82,8 +82,9 @@ impl App {
         }
     }
 
-    /// Counts a new connection unless the app is at its limit.
-    pub fn try_add_connection(&self) -> bool {
+    /// Counts a new connection unless the app is at its limit. Only the memory broker
+    /// calls it: the connection quota is a fact of the cluster, kept by the broker.
+    pub(crate) fn try_add_connection(&self) -> bool {
         let max = self.limits.max_connections;
         self.connections
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -92,7 +93,7 @@ impl App {
             .is_ok()
     }
 
-    pub fn remove_connection(&self) {
+    pub(crate) fn remove_connection(&self) {
         self.connections.fetch_sub(1, Ordering::AcqRel);
     }
 

@@ -2,10 +2,11 @@
 //!
 //! A store is the one place that assigns offsets. `append` takes a batch in order,
 //! gives each message the next offset of its channel, makes the batch durable under
-//! the store's fsync policy, hands it to the [`Deliver`] hook *in offset order*, and
-//! only then returns. Because delivery happens after the write and in that order, a
-//! subscriber that registers for live messages before reading history misses nothing:
-//! any message its read does not see is delivered to it live.
+//! the store's fsync policy, and only then returns. A store does not deliver: the
+//! broker does (see [`crate::broker`]). So that a broker can deliver in the order the
+//! store committed, without a second queue, the stores here tell a [`CommitObserver`]
+//! of each committed batch, in offset order, after the write and before `append`
+//! returns; a reader that sees a message's offset finds it stored.
 
 pub mod disk;
 pub mod memory;
@@ -49,9 +50,11 @@ pub enum FsyncPolicy {
     Grouped,
 }
 
-/// Receives each committed batch, in offset order, before `append` returns.
-pub trait Deliver: Send + Sync + 'static {
-    fn deliver(&self, batch: &[Arc<Published>]);
+/// Told of each committed batch, in offset order, on the committing thread, before
+/// `append` returns. It runs while the store holds its write order, so it must not
+/// block; it is how the memory broker delivers without a hop per message.
+pub trait CommitObserver: Send + Sync + 'static {
+    fn committed(&self, batch: &[Arc<Published>]);
 }
 
 /// One page of a channel's history.
@@ -81,11 +84,12 @@ pub enum HistoryError {
 /// [`memory::MemoryHistory`] (tests, ephemeral nodes).
 #[async_trait]
 pub trait HistoryStore: Send + Sync + 'static {
-    /// Appends `batch` in order, assigning offsets, and delivers it (see module docs).
+    /// Appends `batch` in order, assigning each message the next offset of its channel,
+    /// and returns once it is durable under the store's policy (see module docs).
     /// All messages of the batch belong to apps known to the store's retention lookup.
     ///
     /// # Errors
-    /// Storage failures; then nothing of the batch was delivered.
+    /// Storage failures; then nothing of the batch was stored.
     async fn append(&self, batch: Vec<NewMessage>) -> Result<Vec<Arc<Published>>, HistoryError>;
 
     /// Up to `limit` retained messages after `after` (`None`: from the oldest).

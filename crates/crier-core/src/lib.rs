@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod broker;
+pub mod events;
 pub mod history;
 pub mod hub;
 pub mod message;

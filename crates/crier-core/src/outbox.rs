@@ -143,11 +143,6 @@ impl Outbox {
     pub fn is_closed(&self) -> bool {
         !self.shared.state.lock().receiver_alive
     }
-
-    /// Whether two handles feed the same connection.
-    pub fn same_connection(&self, other: &Outbox) -> bool {
-        Arc::ptr_eq(&self.shared, &other.shared)
-    }
 }
 
 impl OutboxReceiver {

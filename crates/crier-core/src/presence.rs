@@ -1,9 +1,73 @@
-//! Presence membership of one channel: users, not connections. A user who joins from a
-//! second tab is not announced again, and leaves only when the last tab goes.
+//! Presence: who is on each presence channel. Members are users, not connections: a
+//! user who joins from a second tab is not announced again, and leaves only when the
+//! last tab goes. [`Presence`] is where that is decided, once for the whole cluster;
+//! the node announces what it decides.
+
+pub mod memory;
+
+#[cfg(test)]
+mod conformance;
 
 use crier_protocol::frames::PresenceData;
+use crier_protocol::ChannelName;
 use std::collections::HashMap;
 use std::sync::Arc;
+
+pub use memory::MemoryPresence;
+
+/// The members of presence channels, across the cluster. A membership is held by a
+/// `holder`: the socket id of the connection (unique across nodes), or of a long-poll
+/// client's lease between its requests.
+pub trait Presence: Send + Sync + 'static {
+    /// Adds `holder` as a connection of `member.user_id`, unless that would make the
+    /// channel exceed `member.max_members` users. [`Joined::NewMember`] is returned to
+    /// exactly one holder per user and arrival, whichever node it is on.
+    fn join(
+        &self,
+        app: &Arc<str>,
+        channel: &ChannelName,
+        holder: &Arc<str>,
+        member: &PresenceJoin,
+    ) -> Joined;
+
+    /// Ends `holder`'s membership; returns the user when it was the user's last holder
+    /// (announce `member_removed`), `None` otherwise or when `holder` held none.
+    fn leave(&self, app: &str, channel: &ChannelName, holder: &str) -> Option<Arc<str>>;
+
+    /// The members (user id and info), sorted by user id.
+    fn members(&self, app: &str, channel: &ChannelName) -> Vec<(Arc<str>, serde_json::Value)>;
+
+    /// How many users are on the channel.
+    fn user_count(&self, app: &str, channel: &ChannelName) -> usize;
+
+    /// Whether `join` would admit `user_id` now (a member already, or room for one
+    /// more). A join racing this check can still find the channel full.
+    fn has_room(&self, app: &str, channel: &ChannelName, user_id: &str, max_members: usize)
+        -> bool;
+}
+
+/// Presence data for a subscription.
+pub struct PresenceJoin {
+    pub user_id: Arc<str>,
+    pub user_info: serde_json::Value,
+    pub max_members: usize,
+}
+
+/// The channel is full of presence members.
+#[derive(Debug, PartialEq, Eq)]
+pub struct PresenceFull;
+
+/// Pusher's `presence` object for `subscription_succeeded`, from sorted members.
+pub fn presence_data(members: &[(Arc<str>, serde_json::Value)]) -> PresenceData<'_> {
+    PresenceData {
+        ids: members.iter().map(|(id, _)| &**id).collect(),
+        hash: members
+            .iter()
+            .map(|(id, info)| (id.to_string(), info.clone()))
+            .collect(),
+        count: members.len(),
+    }
+}
 
 #[derive(Debug)]
 struct Member {
@@ -11,9 +75,9 @@ struct Member {
     connections: u32,
 }
 
-/// Who is on a presence channel.
+/// Who is on one presence channel.
 #[derive(Debug, Default)]
-pub struct Roster {
+pub(crate) struct Roster {
     members: HashMap<Arc<str>, Member>,
 }
 
@@ -29,7 +93,12 @@ pub enum Joined {
 }
 
 impl Roster {
-    pub fn join(&mut self, user_id: &Arc<str>, info: serde_json::Value, max: usize) -> Joined {
+    pub(crate) fn join(
+        &mut self,
+        user_id: &Arc<str>,
+        info: serde_json::Value,
+        max: usize,
+    ) -> Joined {
         if let Some(member) = self.members.get_mut(user_id) {
             member.connections += 1;
             return Joined::AnotherConnection;
@@ -48,7 +117,7 @@ impl Roster {
     }
 
     /// Returns true when this was the user's last connection (announce `member_removed`).
-    pub fn leave(&mut self, user_id: &str) -> bool {
+    pub(crate) fn leave(&mut self, user_id: &str) -> bool {
         match self.members.get_mut(user_id) {
             Some(member) if member.connections > 1 => {
                 member.connections -= 1;
@@ -62,37 +131,24 @@ impl Roster {
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.members.len()
     }
 
     /// Whether `join` would admit `user_id` (a member already, or room for one more).
-    pub fn has_room_for(&self, user_id: &str, max: usize) -> bool {
+    pub(crate) fn has_room_for(&self, user_id: &str, max: usize) -> bool {
         self.members.contains_key(user_id) || self.members.len() < max
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.members.is_empty()
-    }
-
-    pub fn user_ids(&self) -> impl Iterator<Item = &str> {
-        self.members.keys().map(|k| &**k)
-    }
-
-    /// The member list in Pusher's `presence` format.
-    pub fn snapshot(&self) -> PresenceData<'_> {
-        let mut ids: Vec<&str> = self.user_ids().collect();
-        ids.sort_unstable();
-        let hash = self
+    /// Members sorted by user id.
+    pub(crate) fn members(&self) -> Vec<(Arc<str>, serde_json::Value)> {
+        let mut out: Vec<_> = self
             .members
             .iter()
-            .map(|(id, m)| (id.to_string(), m.info.clone()))
+            .map(|(id, m)| (id.clone(), m.info.clone()))
             .collect();
-        PresenceData {
-            count: ids.len(),
-            ids,
-            hash,
-        }
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        out
     }
 }
 
@@ -113,7 +169,8 @@ mod tests {
         assert!(!r.leave("1"));
         assert!(r.leave("1"));
         assert!(!r.leave("1"));
-        assert_eq!(r.snapshot().ids, vec!["2"]);
+        let ids: Vec<_> = r.members().into_iter().map(|(id, _)| id).collect();
+        assert_eq!(ids, [Arc::from("2")]);
     }
 
     #[test]

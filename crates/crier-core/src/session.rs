@@ -79,7 +79,7 @@ impl Session {
         if !app.enabled {
             return Err(Disconnect::new(ErrorCode::AppDisabled, "App is disabled"));
         }
-        if !app.try_add_connection() {
+        if !node.add_connection(&app) {
             return Err(Disconnect::new(
                 ErrorCode::OverConnectionQuota,
                 "App is over its connection quota",
@@ -89,7 +89,7 @@ impl Session {
         let (conn, socket_id) = node.new_connection();
         let established = Bytes::from(frames::connection_established(
             &socket_id,
-            node.settings.activity_timeout.as_secs(),
+            node.settings().activity_timeout.as_secs(),
         ));
         let rate = app.limits.client_events_per_sec;
         Ok((
@@ -139,7 +139,7 @@ impl Session {
                 }
                 Ok(Vec::new())
             }
-            ClientMessage::Signin { auth, user_data } => self.signin(&auth, &user_data),
+            ClientMessage::Signin { auth, user_data } => self.signin(&auth, &user_data).await,
             ClientMessage::ClientEvent {
                 event,
                 channel,
@@ -192,11 +192,11 @@ impl Session {
         if let Some(membership) = self.channels.remove(channel) {
             self.recovering.remove(channel);
             let _ = membership.presence_user;
-            self.node.hub.unsubscribe(&self.app.id, channel, self.conn);
+            self.node.unsubscribe(&self.app.id, channel, self.conn);
         }
     }
 
-    fn signin(&mut self, auth: &str, user_data: &str) -> Result<Vec<Bytes>, Disconnect> {
+    async fn signin(&mut self, auth: &str, user_data: &str) -> Result<Vec<Bytes>, Disconnect> {
         let message = signature::user_auth_message(&self.socket_id, user_data);
         if !signature::verify_key_signature(&self.app.key, &self.app.secret, &message, auth) {
             return Err(Disconnect::new(
@@ -218,8 +218,12 @@ impl Session {
             .map_err(|_| Disconnect::new(ErrorCode::Unauthorized, "invalid user id"))?;
         if self.user.is_none() {
             let sub = self.subscriber();
-            // Cannot fail: presence limits do not apply without a presence join.
-            let _ = self.node.hub.subscribe(&self.app.id, &channel, sub, None);
+            // Presence limits do not apply without a presence join; a broker that
+            // cannot take the interest fails the sign-in, which the client retries.
+            // Boxed, like the subscribe in `try_subscribe`: see there.
+            Box::pin(self.node.subscribe(&self.app.id, &channel, sub, None))
+                .await
+                .map_err(|e| Disconnect::new(ErrorCode::GenericReconnect, e.to_string()))?;
             self.channels.insert(
                 channel,
                 Membership {
@@ -264,9 +268,11 @@ impl Session {
         }
         let user_id = membership.presence_user.clone();
         let frame = frames::client_event(event, channel.as_str(), data, user_id.as_deref());
-        self.node.hub.notify(
+        metrics::counter!("crier_client_events_total").increment(1);
+        self.node.client_event(
             &self.app.id,
-            crate::hub::ChannelEvent::ClientEvent {
+            Bytes::from(frame),
+            crate::events::ClientEvent {
                 channel: channel.clone(),
                 event: event.to_owned(),
                 data: data.get().to_owned(),
@@ -274,10 +280,6 @@ impl Session {
                 user_id,
             },
         );
-        metrics::counter!("crier_client_events_total").increment(1);
-        self.node
-            .broker
-            .broadcast(&self.app.id, &channel, Bytes::from(frame), Some(self.conn));
         Ok(Vec::new())
     }
 
@@ -299,7 +301,7 @@ impl Session {
         for channel in channels {
             self.unsubscribe(&channel);
         }
-        self.app.remove_connection();
+        self.node.remove_connection(&self.app);
         metrics::gauge!("crier_connections").decrement(1.0);
     }
 }

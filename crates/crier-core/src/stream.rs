@@ -7,12 +7,14 @@
 //! what the replay already carried, and advances the cursor.
 
 use crate::app::App;
+use crate::broker::BrokerError;
 use crate::history::HistoryError;
-use crate::hub::{ConnId, PresenceFull, PresenceJoin, Subscriber};
+use crate::hub::{ConnId, Subscriber};
 use crate::message::Published;
-use crate::node::Node;
+use crate::node::{Node, SubscribeError};
 use crate::outbox::Outbox;
 use crate::position::{Cursor, StreamPosition};
+use crate::presence::PresenceJoin;
 use bytes::Bytes;
 use crier_protocol::{frames, ChannelName};
 use std::collections::{HashMap, VecDeque};
@@ -46,6 +48,8 @@ pub enum StreamError {
     PresenceFull(ChannelName),
     #[error("the app is at its connection limit")]
     OverQuota,
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
 }
 
 /// A presence member joining through a stream.
@@ -92,7 +96,7 @@ impl Stream {
     ) -> Result<Self, StreamError> {
         // A stream holds a connection open like a WebSocket does, so it counts toward
         // the app's `max_connections` until it is dropped.
-        if !app.try_add_connection() {
+        if !node.add_connection(&app) {
             return Err(StreamError::OverQuota);
         }
         let (conn, socket_id) = node.new_connection();
@@ -119,12 +123,14 @@ impl Stream {
                 socket_id: socket_id.clone(),
                 outbox: outbox.clone(),
             };
-            node.hub
-                .subscribe(&app.id, channel, sub, presence)
-                .map_err(|PresenceFull| StreamError::PresenceFull(channel.clone()))?;
+            node.subscribe(&app.id, channel, sub, presence)
+                .await
+                .map_err(|e| match e {
+                    SubscribeError::PresenceFull => StreamError::PresenceFull(channel.clone()),
+                    SubscribeError::Broker(e) => StreamError::Broker(e),
+                })?;
             stream.channels.push(channel.clone());
         }
-        let history = node.broker.history().clone();
         for channel in &channels {
             match since.and_then(|c| c.get(channel)).cloned() {
                 Some(after) => {
@@ -136,7 +142,7 @@ impl Stream {
                     });
                 }
                 None => {
-                    let tip = history.tip(&app.id, channel).await?;
+                    let tip = node.tip(&app.id, channel).await?;
                     stream.recovering.insert(channel.clone(), tip.clone());
                     stream.cursor.set(channel.clone(), tip);
                 }
@@ -162,9 +168,7 @@ impl Stream {
         };
         let page = self
             .node
-            .broker
-            .history()
-            .read(
+            .read_history(
                 &self.app.id,
                 &replay.channel,
                 Some(&replay.after),
@@ -226,8 +230,8 @@ impl Stream {
 impl Drop for Stream {
     fn drop(&mut self) {
         for channel in &self.channels {
-            self.node.hub.unsubscribe(&self.app.id, channel, self.conn);
+            self.node.unsubscribe(&self.app.id, channel, self.conn);
         }
-        self.app.remove_connection();
+        self.node.remove_connection(&self.app);
     }
 }

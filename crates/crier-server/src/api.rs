@@ -5,7 +5,7 @@ mod events;
 mod messages;
 mod users;
 
-use crate::server::AppState;
+use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, Uri};
@@ -127,7 +127,7 @@ pub(crate) fn authenticate(
     body: &[u8],
 ) -> Result<Signed, ApiError> {
     let app =
-        state.node.apps.by_id(app_id).cloned().ok_or_else(|| {
+        state.node.apps().by_id(app_id).cloned().ok_or_else(|| {
             ApiError::new(StatusCode::NOT_FOUND, format!("unknown app {app_id:?}"))
         })?;
     let query = query_pairs(uri)?;

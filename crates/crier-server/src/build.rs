@@ -62,7 +62,7 @@ pub fn node(config: &Config) -> anyhow::Result<(Arc<Node>, crate::webhooks::Webh
     let retention: RetentionLookup =
         Arc::new(move |id: &str| retention_by_app.get(id).copied().unwrap_or_default());
     let (observer, webhooks) = crate::webhooks::channel(&config.apps);
-    let hub = Arc::new(Hub::with_observer(observer));
+    let hub = Arc::new(Hub::new());
     let policy = match config.history.fsync {
         Fsync::Always => FsyncPolicy::Always,
         Fsync::Grouped => FsyncPolicy::Grouped,
@@ -73,17 +73,17 @@ pub fn node(config: &Config) -> anyhow::Result<(Arc<Node>, crate::webhooks::Webh
             config.server.data_dir.display()
         )
     })?;
-    let history: Arc<dyn HistoryStore> = Arc::new(
-        DiskHistory::open(
+    let broker = MemoryBroker::new(hub.clone(), |on_commit| {
+        let history = DiskHistory::open(
             &config.server.data_dir.join("history"),
             policy,
             Duration::from_millis(config.history.fsync_interval_ms.max(1)),
             retention,
-            hub.clone(),
+            on_commit,
         )
-        .map_err(|e| anyhow::anyhow!("server.data_dir: cannot open history: {e}"))?,
-    );
-    let broker = Arc::new(MemoryBroker::new(history, hub.clone()));
+        .map_err(|e| anyhow::anyhow!("server.data_dir: cannot open history: {e}"))?;
+        Ok::<Arc<dyn HistoryStore>, anyhow::Error>(Arc::new(history))
+    })?;
     let settings = NodeSettings {
         activity_timeout: Duration::from_secs(config.server.activity_timeout_secs),
         pong_timeout: Duration::from_secs(config.server.pong_timeout_secs),
@@ -91,5 +91,6 @@ pub fn node(config: &Config) -> anyhow::Result<(Arc<Node>, crate::webhooks::Webh
         write_timeout: Duration::from_secs(config.server.write_timeout_secs.max(1)),
         ..NodeSettings::default()
     };
-    Ok((Arc::new(Node::new(apps, hub, broker, settings)), webhooks))
+    let node = Node::new(apps, hub, Arc::new(broker), settings).with_observer(observer);
+    Ok((Arc::new(node), webhooks))
 }

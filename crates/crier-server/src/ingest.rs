@@ -5,7 +5,7 @@ pub mod event;
 pub mod redis_queue;
 pub mod udp;
 
-use crate::server::AppState;
+use crate::state::AppState;
 use std::net::SocketAddr;
 
 /// Starts the configured ingests; returns the UDP address when listening.

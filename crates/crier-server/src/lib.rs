@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod ops;
 mod request_body;
 pub mod server;
+pub mod state;
 pub mod transport;
 pub mod webhooks;
 

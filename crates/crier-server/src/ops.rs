@@ -1,6 +1,6 @@
 //! Operations endpoints: `/health` (alive), `/ready` (take traffic?), `/metrics`.
 
-use crate::server::AppState;
+use crate::state::AppState;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
@@ -30,13 +30,8 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     };
     if state.draining() {
         unavailable("server", "draining".into())
-    } else if let Err(why) = state.node.broker.history().health() {
-        unavailable(
-            "history",
-            format!("history store cannot take writes: {why}"),
-        )
-    } else if !state.node.broker.healthy() {
-        unavailable("broker", "broker unavailable".into())
+    } else if let Err(why) = state.node.health() {
+        unavailable(why.component, why.error)
     } else {
         (StatusCode::OK, Json(json!({"status": "ready"})))
     }

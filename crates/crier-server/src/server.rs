@@ -2,40 +2,17 @@
 //! point the binary and the tests share.
 
 use crate::config::Config;
+use crate::state::AppState;
 use crate::{api, build, ingest, ops, transport};
 use axum::extract::DefaultBodyLimit;
 use axum::{middleware, Router};
 use crier_core::Node;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-
-/// What every handler shares.
-#[derive(Clone)]
-pub struct AppState {
-    pub node: Arc<Node>,
-    pub config: Arc<Config>,
-    /// Cancelled when the server starts draining.
-    pub shutdown: CancellationToken,
-    /// Long-lived connection tasks (WebSocket, SSE, long-poll) to wait for on shutdown.
-    pub tasks: TaskTracker,
-    /// Presence memberships of long-poll clients between their requests.
-    pub poll_leases: Arc<crate::transport::poll::PollLeases>,
-    /// pusher-js HTTP fallback sessions (xhr_streaming, xhr_polling).
-    pub fallback_sessions: Arc<crate::transport::http_fallback::FallbackSessions>,
-    draining: Arc<AtomicBool>,
-}
-
-impl AppState {
-    pub fn draining(&self) -> bool {
-        self.draining.load(Ordering::Acquire)
-    }
-}
 
 /// A server started in the background.
 pub struct Running {
@@ -91,15 +68,7 @@ pub async fn run(listener: TcpListener, config: Config) -> anyhow::Result<Runnin
     let shutdown = CancellationToken::new();
     tokio::spawn(webhooks.run(shutdown.clone()));
     let config = Arc::new(config);
-    let state = AppState {
-        node: node.clone(),
-        config: config.clone(),
-        shutdown: shutdown.clone(),
-        tasks: TaskTracker::new(),
-        poll_leases: Arc::default(),
-        fallback_sessions: Arc::default(),
-        draining: Arc::new(AtomicBool::new(false)),
-    };
+    let state = AppState::new(node.clone(), config.clone(), shutdown.clone());
     tokio::spawn(crate::transport::http_fallback::reap(
         state.fallback_sessions.clone(),
         shutdown.clone(),
@@ -120,7 +89,7 @@ pub async fn run(listener: TcpListener, config: Config) -> anyhow::Result<Runnin
     let limits = crate::listener::Limits {
         header_timeout: Duration::from_secs(config.server.handshake_timeout_secs),
         max_header_bytes: config.server.max_header_bytes,
-        write_timeout: node.settings.write_timeout,
+        write_timeout: node.settings().write_timeout,
     };
     let server = tokio::spawn(crate::listener::serve(
         listener,
@@ -143,7 +112,7 @@ async fn drain_on_shutdown(
     server: JoinHandle<std::io::Result<()>>,
 ) -> anyhow::Result<()> {
     state.shutdown.cancelled().await;
-    state.draining.store(true, Ordering::Release);
+    state.start_draining();
     tracing::info!("shutting down: telling clients to reconnect, flushing history");
     let limit = Duration::from_secs(state.config.server.shutdown_timeout_secs);
     // One deadline for both waits: `shutdown_timeout_secs` bounds the whole drain,
@@ -159,7 +128,7 @@ async fn drain_on_shutdown(
     if tokio::time::timeout_at(deadline, server).await.is_err() {
         tracing::warn!("HTTP requests still running after {limit:?}; dropping them");
     }
-    state.node.broker.flush().await?;
+    state.node.flush().await?;
     tracing::info!("shutdown complete");
     Ok(())
 }

@@ -7,7 +7,7 @@ pub mod sse;
 pub(crate) mod stream_request;
 pub mod ws;
 
-use crate::server::AppState;
+use crate::state::AppState;
 use axum::routing::get;
 use axum::Router;
 

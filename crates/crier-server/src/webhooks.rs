@@ -1,10 +1,10 @@
 //! Webhooks in Pusher's format: `channel_occupied`, `channel_vacated`,
 //! `member_added`, `member_removed` and `client_event`, batched per app, signed with
 //! the app secret (`X-Pusher-Key`, `X-Pusher-Signature`), retried with backoff.
-//! The hub reports events without waiting; a full queue drops events (counted) rather
+//! The node reports events without waiting; a full queue drops events (counted) rather
 //! than slow down connections.
 
-use crier_core::hub::{ChannelEvent, HubObserver};
+use crier_core::events::{ChannelEvent, ChannelObserver, ClientEvent};
 use crier_core::message::now_ms;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -22,7 +22,7 @@ const MAX_BATCH: usize = 100;
 /// Attempts per batch and target before it is dropped (logged).
 const ATTEMPTS: u32 = 5;
 
-/// Reports hub events to the webhook sender task.
+/// Reports channel events to the webhook sender task.
 pub struct WebhookObserver {
     tx: mpsc::Sender<(Arc<str>, Value)>,
     /// Apps that have webhooks, so others cost nothing.
@@ -39,13 +39,13 @@ fn event_json(event: ChannelEvent) -> Value {
         ChannelEvent::MemberRemoved(c, u) => {
             json!({"name": "member_removed", "channel": c.as_str(), "user_id": &*u})
         }
-        ChannelEvent::ClientEvent {
+        ChannelEvent::ClientEvent(ClientEvent {
             channel,
             event,
             data,
             socket_id,
             user_id,
-        } => {
+        }) => {
             let mut v = json!({
                 "name": "client_event", "channel": channel.as_str(), "event": event,
                 "data": data, "socket_id": &*socket_id,
@@ -58,7 +58,7 @@ fn event_json(event: ChannelEvent) -> Value {
     }
 }
 
-impl HubObserver for WebhookObserver {
+impl ChannelObserver for WebhookObserver {
     fn on_event(&self, app: &Arc<str>, event: ChannelEvent) {
         if !self.apps.iter().any(|a| a == app) {
             return;
@@ -82,7 +82,7 @@ struct AppTargets {
     hooks: Vec<(String, Vec<String>)>,
 }
 
-/// An observer for the hub and the task that sends what it observes.
+/// An observer for the node and the task that sends what it observes.
 pub fn channel(apps: &[crate::config::AppConfig]) -> (Arc<WebhookObserver>, WebhookSender) {
     let (tx, rx) = mpsc::channel(QUEUE);
     let targets: HashMap<Arc<str>, AppTargets> = apps

@@ -45,7 +45,7 @@ async fn connections_become(server: &TestServer, n: u64, within: Duration) -> u6
         .as_ref()
         .unwrap()
         .node
-        .apps
+        .apps()
         .by_id(APP)
         .unwrap()
         .clone();

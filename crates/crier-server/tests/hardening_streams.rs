@@ -45,7 +45,7 @@ async fn a_stalled_sse_resume_holds_a_page_and_a_reader_gets_every_message() {
         .as_ref()
         .unwrap()
         .node
-        .apps
+        .apps()
         .by_id(APP)
         .unwrap()
         .clone();

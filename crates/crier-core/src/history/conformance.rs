@@ -4,7 +4,7 @@
 
 use super::disk::DiskHistory;
 use super::memory::MemoryHistory;
-use super::{Deliver, FsyncPolicy, HistoryStore, Retention, RetentionLookup};
+use super::{CommitObserver, FsyncPolicy, HistoryStore, Retention, RetentionLookup};
 use crate::message::{NewMessage, Published};
 use crate::position::StreamPosition;
 use crier_protocol::ChannelName;
@@ -16,8 +16,8 @@ use std::time::Duration;
 #[derive(Default)]
 struct Recorder(Mutex<Vec<(String, u64)>>);
 
-impl Deliver for Recorder {
-    fn deliver(&self, batch: &[Arc<Published>]) {
+impl CommitObserver for Recorder {
+    fn committed(&self, batch: &[Arc<Published>]) {
         let mut seen = self.0.lock();
         seen.extend(
             batch

@@ -3,7 +3,8 @@
 //! One writer thread is the only place offsets are assigned. It takes every append
 //! request already queued, gives each message the next offset of its channel, writes
 //! them (and the deletions retention asks for) as one atomic batch, makes the batch
-//! durable per the policy, delivers it in offset order, then answers the callers.
+//! durable per the policy, tells the commit observer in offset order, then answers
+//! the callers.
 //!
 //! What each policy can lose:
 //! - `Always`: the batch is fsynced (`fdatasync`) before anyone is acknowledged.
@@ -36,7 +37,9 @@ mod journal;
 mod tests;
 mod writer;
 
-use super::{Deliver, FsyncPolicy, HistoryError, HistoryPage, HistoryStore, RetentionLookup};
+use super::{
+    CommitObserver, FsyncPolicy, HistoryError, HistoryPage, HistoryStore, RetentionLookup,
+};
 use crate::message::{now_ms, NewMessage, Published};
 use crate::position::{new_epoch, StreamPosition};
 use async_trait::async_trait;
@@ -313,14 +316,14 @@ impl DiskHistory {
         policy: FsyncPolicy,
         fsync_interval: Duration,
         retention: RetentionLookup,
-        deliver: Arc<dyn Deliver>,
+        on_commit: Arc<dyn CommitObserver>,
     ) -> Result<Self, HistoryError> {
         Self::open_with_clock(
             dir,
             policy,
             fsync_interval,
             retention,
-            deliver,
+            on_commit,
             Arc::new(now_ms),
         )
     }
@@ -334,7 +337,7 @@ impl DiskHistory {
         policy: FsyncPolicy,
         fsync_interval: Duration,
         retention: RetentionLookup,
-        deliver: Arc<dyn Deliver>,
+        on_commit: Arc<dyn CommitObserver>,
         clock: Clock,
     ) -> Result<Self, HistoryError> {
         let tips = Arc::new(Tips::default());
@@ -357,7 +360,7 @@ impl DiskHistory {
         let stop = Arc::new(AtomicBool::new(false));
         let dirty = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
-        let writer = Writer::new(slot.clone(), shared, deliver, policy, dirty.clone());
+        let writer = Writer::new(slot.clone(), shared, on_commit, policy, dirty.clone());
         threads.push(
             std::thread::Builder::new()
                 .name("crier-history-writer".into())

@@ -1,7 +1,7 @@
 //! History kept in RAM: the same contract as the disk store, lost on restart (every
 //! start is a new epoch). Used by tests and by nodes that need no durability.
 
-use super::{Deliver, HistoryError, HistoryPage, HistoryStore, RetentionLookup};
+use super::{CommitObserver, HistoryError, HistoryPage, HistoryStore, RetentionLookup};
 use crate::message::{now_ms, NewMessage, Published};
 use crate::position::{new_epoch, StreamPosition};
 use async_trait::async_trait;
@@ -22,17 +22,17 @@ pub struct MemoryHistory {
     epoch: Arc<str>,
     channels: Mutex<HashMap<(Arc<str>, ChannelName), ChannelLog>>,
     retention: RetentionLookup,
-    deliver: Arc<dyn Deliver>,
+    on_commit: Arc<dyn CommitObserver>,
     clock: Clock,
 }
 
 impl MemoryHistory {
-    pub fn new(retention: RetentionLookup, deliver: Arc<dyn Deliver>) -> Self {
+    pub fn new(retention: RetentionLookup, on_commit: Arc<dyn CommitObserver>) -> Self {
         Self {
             epoch: new_epoch(),
             channels: Mutex::new(HashMap::new()),
             retention,
-            deliver,
+            on_commit,
             clock: Arc::new(now_ms),
         }
     }
@@ -83,8 +83,8 @@ impl HistoryStore for MemoryHistory {
             }
             out.push(published);
         }
-        // Delivered under the lock so concurrent appends reach subscribers in offset order.
-        self.deliver.deliver(&out);
+        // Observed under the lock so that concurrent appends are seen in offset order.
+        self.on_commit.committed(&out);
         Ok(out)
     }
 

@@ -2,8 +2,9 @@
 //! and the replay of missed messages (`since`) or of a cache channel's last event.
 
 use super::{Membership, Recovery, Session};
-use crate::hub::PresenceJoin;
+use crate::node::SubscribeError;
 use crate::position::{Cursor, StreamPosition};
+use crate::presence::PresenceJoin;
 use bytes::Bytes;
 use crier_protocol::frames::{self, SubscribeRequest};
 use crier_protocol::{signature, ChannelKind, ChannelName};
@@ -148,11 +149,18 @@ impl Session {
         let presence_user = presence.as_ref().map(|p| p.user_id.clone());
         // Register for live messages before reading history: whatever the read misses
         // is delivered live, and `accept` drops what both paths carry.
-        let (_, presence_frame) = self
+        // Boxed: the transport boxes `handle` for every client frame, and holding the
+        // node's subscribe future inline made that box 184 bytes larger (528 -> 712,
+        // -Zprint-type-sizes) for pings and client events too, not only subscribes.
+        let subscribing = self
             .node
-            .hub
-            .subscribe(&self.app.id, &channel, self.subscriber(), presence)
-            .map_err(|_| Refusal::new("LimitReached", "presence channel is full", 403))?;
+            .subscribe(&self.app.id, &channel, self.subscriber(), presence);
+        let presence_frame = Box::pin(subscribing).await.map_err(|e| match e {
+            SubscribeError::PresenceFull => {
+                Refusal::new("LimitReached", "presence channel is full", 403)
+            }
+            SubscribeError::Broker(e) => Refusal::new("Unavailable", e.to_string(), 503),
+        })?;
         self.channels
             .insert(channel.clone(), Membership { presence_user });
         let mut out =
@@ -168,7 +176,7 @@ impl Session {
     }
 
     async fn send_cached(&mut self, channel: &ChannelName, out: &mut Vec<Bytes>) {
-        match self.node.broker.history().last(&self.app.id, channel).await {
+        match self.node.last_message(&self.app.id, channel).await {
             Ok(Some(message)) => {
                 self.recovering
                     .insert(channel.clone(), Recovery::Done(message.position.clone()));
@@ -233,12 +241,10 @@ impl Session {
         else {
             return Vec::new();
         };
-        let limit = self.node.settings.replay_limit;
+        let limit = self.node.settings().replay_limit;
         let page = self
             .node
-            .broker
-            .history()
-            .read(
+            .read_history(
                 &self.app.id,
                 &channel,
                 after.as_ref(),

@@ -16,8 +16,14 @@ fn node(max_channels: usize) -> (Arc<Node>, Arc<App>) {
         max_messages: 10_000,
         ..Retention::default()
     });
-    let history: Arc<dyn HistoryStore> = Arc::new(MemoryHistory::new(retention, hub.clone()));
-    let broker = Arc::new(MemoryBroker::new(history, hub.clone()));
+    let broker = Arc::new(
+        MemoryBroker::new(hub.clone(), |on_commit| {
+            Ok::<Arc<dyn HistoryStore>, std::convert::Infallible>(Arc::new(MemoryHistory::new(
+                retention, on_commit,
+            )))
+        })
+        .unwrap(),
+    );
     let mut app = App::new("a", "k", "s");
     app.limits.max_channels_per_connection = max_channels;
     let node = Arc::new(Node::new(
@@ -26,7 +32,7 @@ fn node(max_channels: usize) -> (Arc<Node>, Arc<App>) {
         broker,
         NodeSettings::default(),
     ));
-    let app = node.apps.by_id("a").unwrap().clone();
+    let app = node.apps().by_id("a").unwrap().clone();
     (node, app)
 }
 

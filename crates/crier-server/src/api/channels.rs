@@ -1,7 +1,7 @@
 //! Channel queries: `GET /channels`, `/channels/{name}`, `/channels/{name}/users`.
 
 use super::{authenticate, query_value, ApiError};
-use crate::server::AppState;
+use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::{Method, Uri};
 use axum::Json;
@@ -43,7 +43,7 @@ pub(super) async fn list(
         }
     }
     let mut channels = Map::new();
-    for stats in state.node.hub.channels(&signed.app.id, prefix) {
+    for stats in state.node.channels(&signed.app.id, prefix) {
         let mut entry = Map::new();
         if attrs.contains(&"user_count") {
             entry.insert("user_count".into(), json!(stats.user_count));
@@ -65,7 +65,7 @@ pub(super) async fn show(
 ) -> Result<Json<Value>, ApiError> {
     let signed = authenticate(&state, &app_id, &method, &uri, &[])?;
     let channel = parse_channel(&channel)?;
-    let stats = state.node.hub.channel_stats(&signed.app.id, &channel);
+    let stats = state.node.channel_stats(&signed.app.id, &channel);
     let mut out = Map::new();
     out.insert("occupied".into(), json!(stats.is_some()));
     for attr in attributes(query_value(&signed.query, "info")) {
@@ -90,9 +90,7 @@ pub(super) async fn show(
             "cache" if channel.is_cache() => {
                 let last = state
                     .node
-                    .broker
-                    .history()
-                    .last(&signed.app.id, &channel)
+                    .last_message(&signed.app.id, &channel)
                     .await
                     .map_err(|e| {
                         ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, e.to_string())
@@ -137,7 +135,6 @@ pub(super) async fn users(
     }
     let users: Vec<Value> = state
         .node
-        .hub
         .members(&signed.app.id, &channel)
         .into_iter()
         .map(|id| json!({ "id": id }))

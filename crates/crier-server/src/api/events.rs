@@ -2,7 +2,7 @@
 //! then answer with the requested channel info.
 
 use super::{authenticate, ApiError};
-use crate::server::AppState;
+use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode, Uri};
@@ -75,7 +75,7 @@ fn channel_info(
         let Ok(channel) = ChannelName::parse(name) else {
             continue;
         };
-        let stats = state.node.hub.channel_stats(&app.id, &channel);
+        let stats = state.node.channel_stats(&app.id, &channel);
         let mut entry = Map::new();
         for attr in attrs {
             match attr {

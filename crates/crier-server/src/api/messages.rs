@@ -1,7 +1,7 @@
 //! `GET /apps/{id}/channels/{name}/messages?since=&limit=`: page through history.
 
 use super::{authenticate, query_value, ApiError};
-use crate::server::AppState;
+use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode, Uri};
 use axum::Json;
@@ -44,9 +44,7 @@ pub(super) async fn list(
     };
     let page = state
         .node
-        .broker
-        .history()
-        .read(&signed.app.id, &channel, after.as_ref(), limit)
+        .read_history(&signed.app.id, &channel, after.as_ref(), limit)
         .await
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     let messages: Vec<Value> = page

@@ -1,7 +1,7 @@
 //! `POST /apps/{id}/users/{user_id}/terminate_connections`.
 
 use super::{authenticate, ApiError};
-use crate::server::AppState;
+use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{Method, Uri};
@@ -16,7 +16,7 @@ pub(super) async fn terminate_connections(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let signed = authenticate(&state, &app_id, &method, &uri, &body)?;
-    let closed = state.node.terminate_user(&signed.app, &user_id);
-    tracing::info!(app = %signed.app.id, user = %user_id, closed, "terminated user connections");
+    state.node.terminate_user(&signed.app, &user_id);
+    tracing::info!(app = %signed.app.id, user = %user_id, "terminated user connections");
     Ok(Json(json!({})))
 }

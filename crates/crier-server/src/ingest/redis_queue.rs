@@ -5,7 +5,7 @@
 
 use super::event::{self, RateLimitedLog, Rejected};
 use crate::config::RedisQueueConfig;
-use crate::server::AppState;
+use crate::state::AppState;
 use redis::aio::MultiplexedConnection;
 use redis::AsyncCommands;
 use std::time::Duration;
@@ -120,7 +120,7 @@ async fn handle(
     log: &mut RateLimitedLog,
     item: String,
 ) -> redis::RedisResult<bool> {
-    match event::parse(&state.node.apps, item.as_bytes()) {
+    match event::parse(state.node.apps(), item.as_bytes()) {
         Err(rejected) => {
             dead_letter(conn, q, &item, &rejected).await?;
             log.reject(&rejected);
@@ -128,7 +128,7 @@ async fn handle(
         Ok((_, messages)) => {
             let mut backoff = Duration::from_millis(50);
             loop {
-                match state.node.broker.publish(messages.clone()).await {
+                match state.node.publish_messages(messages.clone()).await {
                     Ok(_) => break,
                     Err(e) => {
                         // Storage or broker trouble is transient: retry, never dead-letter.

@@ -7,7 +7,7 @@
 //! `ingest.udp.require_signature` is set).
 
 use super::event::{self, RateLimitedLog, Reject, Rejected};
-use crate::server::AppState;
+use crate::state::AppState;
 use crier_core::message::NewMessage;
 use crier_core::AppRegistry;
 use std::net::SocketAddr;
@@ -105,7 +105,7 @@ pub async fn run(socket: UdpSocket, state: AppState, require_signature: bool) {
         let mut batch: Vec<NewMessage> = Vec::new();
         let mut accepted = 0u64;
         let mut handle = |n: usize, buf: &[u8], log: &mut RateLimitedLog| match parse_datagram(
-            &state.node.apps,
+            state.node.apps(),
             &buf[..n],
             require_signature,
         ) {
@@ -131,7 +131,7 @@ pub async fn run(socket: UdpSocket, state: AppState, require_signature: bool) {
         if batch.is_empty() {
             continue;
         }
-        match state.node.broker.publish(batch).await {
+        match state.node.publish_messages(batch).await {
             Ok(_) => metrics::counter!("crier_ingest_accepted_total", "ingest" => "udp")
                 .increment(accepted),
             Err(e) => {

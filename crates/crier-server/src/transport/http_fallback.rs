@@ -16,7 +16,7 @@
 //! on a WebSocket.
 
 use super::stream_request::{add_cors, cors_origin};
-use crate::server::AppState;
+use crate::state::AppState;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -294,7 +294,7 @@ fn app_for(
     key: &str,
     headers: &HeaderMap,
 ) -> Result<(Arc<App>, Option<HeaderValue>), Box<Response>> {
-    let Some(app) = state.node.apps.by_key(key).cloned() else {
+    let Some(app) = state.node.apps().by_key(key).cloned() else {
         return Err(Box::new(
             (StatusCode::NOT_FOUND, "unknown app key").into_response(),
         ));
@@ -344,7 +344,7 @@ fn open_or_find(
             "Over capacity: too many HTTP fallback sessions",
         ));
     }
-    let (tx, rx) = outbox(state.node.settings.outbox_capacity);
+    let (tx, rx) = outbox(state.node.settings().outbox_capacity);
     let (session, established) =
         Session::open(state.node.clone(), app, tx.clone()).inspect_err(|_| {
             metrics::counter!("crier_client_errors_total", "kind" => "fallback_refused")
@@ -354,7 +354,7 @@ fn open_or_find(
         session: tokio::sync::Mutex::new(session),
         outbox: tx,
         pending: Mutex::default(),
-        write_timeout: state.node.settings.write_timeout,
+        write_timeout: state.node.settings().write_timeout,
         closing: Mutex::new(None),
         wake: Notify::new(),
         pump_wake: Notify::new(),

@@ -4,13 +4,13 @@
 //! that each poll renews; when polls stop, the lease expires and the member leaves.
 
 use super::stream_request::{add_cors, admit, StreamQuery};
-use crate::server::AppState;
+use crate::state::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, BytesMut};
-use crier_core::hub::{ConnId, PresenceJoin};
 use crier_core::outbox::{outbox, Next, Outgoing};
+use crier_core::presence::PresenceJoin;
 use crier_core::stream::{Stream, StreamMember};
 use crier_core::{App, Node};
 use crier_protocol::{ChannelKind, ChannelName};
@@ -31,7 +31,7 @@ type LeaseKey = (Arc<str>, ChannelName, Arc<str>);
 /// Presence memberships of long-poll clients, kept between their requests.
 #[derive(Default)]
 pub struct PollLeases {
-    leases: Mutex<HashMap<LeaseKey, (ConnId, Instant)>>,
+    leases: Mutex<HashMap<LeaseKey, (Arc<str>, Instant)>>,
 }
 
 impl PollLeases {
@@ -54,14 +54,13 @@ impl PollLeases {
                 lease.1 = lease.1.max(until);
                 continue;
             }
-            let (holder, _) = node.new_connection();
+            let (_, holder) = node.new_connection();
             let join = PresenceJoin {
                 user_id: member.user_id.clone(),
                 user_info: member.user_info.clone(),
                 max_members: app.limits.max_presence_members,
             };
-            node.hub
-                .join_member(&app.id, channel, holder, join)
+            node.join_member(&app.id, channel, &holder, join)
                 .map_err(|_| channel.clone())?;
             leases.insert(key, (holder, until));
         }
@@ -70,7 +69,7 @@ impl PollLeases {
 
     /// Ends the memberships whose clients stopped polling.
     pub fn expire(&self, node: &Node, now: Instant) {
-        let expired: Vec<(LeaseKey, ConnId)> = {
+        let expired: Vec<(LeaseKey, Arc<str>)> = {
             let mut leases = self.leases.lock();
             let keys: Vec<LeaseKey> = leases
                 .iter()
@@ -82,7 +81,7 @@ impl PollLeases {
                 .collect()
         };
         for ((app, channel, _), holder) in expired {
-            node.hub.leave_member(&app, &channel, holder);
+            node.leave_member(&app, &channel, &holder);
         }
     }
 
@@ -151,7 +150,7 @@ pub(crate) async fn handle(
         },
     };
     let timeout = Duration::from_secs(timeout);
-    let (tx, mut rx) = outbox(state.node.settings.outbox_capacity);
+    let (tx, mut rx) = outbox(state.node.settings().outbox_capacity);
     // The stream first: it checks the app's connection limit, so a refused poll has
     // not joined or renewed a presence membership.
     let opened = Stream::open(

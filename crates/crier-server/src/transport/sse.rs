@@ -4,7 +4,7 @@
 //! stopped (it sends `Last-Event-ID`).
 
 use super::stream_request::{add_cors, admit, StreamQuery};
-use crate::server::AppState;
+use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue};
@@ -45,7 +45,7 @@ pub(crate) async fn handle(
         Ok(a) => a,
         Err(e) => return e.into_response(),
     };
-    let (tx, rx) = outbox(state.node.settings.outbox_capacity);
+    let (tx, rx) = outbox(state.node.settings().outbox_capacity);
     let opened = Stream::open(
         state.node.clone(),
         admitted.app.clone(),

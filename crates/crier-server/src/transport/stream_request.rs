@@ -2,7 +2,7 @@
 //! checking the JWT for private and presence channels, the cursor, CORS, and the
 //! JSON errors of SPEC §4.
 
-use crate::server::AppState;
+use crate::state::AppState;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -156,7 +156,7 @@ pub(crate) fn admit(
     headers: &HeaderMap,
     cursor_text: Option<&str>,
 ) -> Result<Admitted, StreamError> {
-    let app = state.node.apps.by_key(key).cloned().ok_or_else(|| {
+    let app = state.node.apps().by_key(key).cloned().ok_or_else(|| {
         StreamError::new(StatusCode::NOT_FOUND, format!("unknown app key {key:?}"))
     })?;
     let cors = cors_origin(&app, headers)?;
@@ -226,11 +226,7 @@ pub(crate) fn admit(
                 .iter()
                 .filter(|c| c.kind() == ChannelKind::Presence)
             {
-                if !state
-                    .node
-                    .hub
-                    .presence_has_room(&app.id, channel, &sub, max)
-                {
+                if !state.node.presence_has_room(&app.id, channel, &sub, max) {
                     return Err(with_cors(StreamError::new(
                         StatusCode::FORBIDDEN,
                         format!("presence channel {channel} is full"),
@@ -268,7 +264,7 @@ pub(crate) async fn preflight(
     axum::extract::Path(key): axum::extract::Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(app) = state.node.apps.by_key(&key).cloned() else {
+    let Some(app) = state.node.apps().by_key(&key).cloned() else {
         return StreamError::new(StatusCode::NOT_FOUND, "unknown app key").into_response();
     };
     match cors_origin(&app, &headers) {
@@ -305,7 +301,7 @@ pub(crate) fn open_failed(
     let status = match e {
         E::PresenceFull(_) => StatusCode::FORBIDDEN,
         E::OverQuota => StatusCode::TOO_MANY_REQUESTS,
-        E::History(_) => StatusCode::SERVICE_UNAVAILABLE,
+        E::History(_) | E::Broker(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
     StreamError {
         origin,

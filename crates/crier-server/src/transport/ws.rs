@@ -8,7 +8,7 @@
 
 pub mod wire;
 
-use crate::server::AppState;
+use crate::state::AppState;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
@@ -69,7 +69,7 @@ fn admission(state: &AppState, key: &str, protocol: Option<&str>) -> Result<Arc<
             format!("Unsupported protocol version {version}"),
         ));
     }
-    state.node.apps.by_key(key).cloned().ok_or_else(|| {
+    state.node.apps().by_key(key).cloned().ok_or_else(|| {
         Disconnect::new(
             ErrorCode::AppNotFound,
             format!("Could not find app by key {key}"),
@@ -172,12 +172,12 @@ fn connection(
     protocol: Option<String>,
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
-        let write_timeout = state.node.settings.write_timeout;
+        let write_timeout = state.node.settings().write_timeout;
         let app = match admission(&state, &key, protocol.as_deref()) {
             Ok(app) => app,
             Err(reason) => return Box::pin(close(&mut socket, &reason, write_timeout)).await,
         };
-        let settings = &state.node.settings;
+        let settings = state.node.settings();
         let (tx, mut rx) = outbox(settings.outbox_capacity);
         let (mut session, established) = match Session::open(state.node.clone(), app, tx) {
             Ok(opened) => opened,

@@ -20,7 +20,7 @@ pub fn data_of(i: usize) -> String {
 /// Publishes `n` messages; returns the cursor just before the first one.
 pub async fn publish_busy(server: &TestServer, channel: &str, n: usize) -> String {
     let node = &server.running.as_ref().unwrap().node;
-    let app = node.apps.by_id(APP).unwrap().clone();
+    let app = node.apps().by_id(APP).unwrap().clone();
     let mut since = None;
     for start in (0..n).step_by(100) {
         let requests = (start..(start + 100).min(n))

@@ -4,7 +4,7 @@
 
 use super::fault;
 use super::DiskHistory;
-use crate::history::{Deliver, FsyncPolicy, HistoryStore, Retention};
+use crate::history::{CommitObserver, FsyncPolicy, HistoryStore, Retention};
 use crate::message::{NewMessage, Published};
 use crier_protocol::ChannelName;
 use parking_lot::Mutex;
@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 #[derive(Default)]
 struct Recorder(Mutex<Vec<(String, u64)>>);
 
-impl Deliver for Recorder {
-    fn deliver(&self, batch: &[Arc<Published>]) {
+impl CommitObserver for Recorder {
+    fn committed(&self, batch: &[Arc<Published>]) {
         let mut seen = self.0.lock();
         seen.extend(
             batch

@@ -2,7 +2,7 @@
 //! database down and opens it again when the disk fails (see the module docs above).
 
 use super::{codec, open_shared, storage, Command, Reply, Shared, Slot, Span, MAX_BATCH};
-use crate::history::{Deliver, FsyncPolicy, HistoryError};
+use crate::history::{CommitObserver, FsyncPolicy, HistoryError};
 use crate::message::{NewMessage, Published};
 use crate::position::StreamPosition;
 use crier_protocol::ChannelName;
@@ -24,7 +24,7 @@ pub(super) struct Writer {
     slot: Arc<Slot>,
     /// The open database; `None` from a failure until a reopen succeeds.
     shared: Option<Arc<Shared>>,
-    deliver: Arc<dyn Deliver>,
+    on_commit: Arc<dyn CommitObserver>,
     policy: FsyncPolicy,
     spans: Spans,
     dirty: Arc<AtomicBool>,
@@ -36,14 +36,14 @@ impl Writer {
     pub(super) fn new(
         slot: Arc<Slot>,
         shared: Arc<Shared>,
-        deliver: Arc<dyn Deliver>,
+        on_commit: Arc<dyn CommitObserver>,
         policy: FsyncPolicy,
         dirty: Arc<AtomicBool>,
     ) -> Self {
         Self {
             slot,
             shared: Some(shared),
-            deliver,
+            on_commit,
             policy,
             spans: HashMap::new(),
             dirty,
@@ -243,12 +243,13 @@ impl Writer {
     fn append(&mut self, shared: &Shared, requests: Vec<(Vec<NewMessage>, Reply)>) {
         match self.write(shared, &requests) {
             Ok(published) => {
-                // Before delivery: a reader that sees a tip must find that message in
-                // the store, and one that subscribed first gets everything after it live.
+                // Before the observer (the broker's delivery): a reader that sees a tip
+                // must find that message in the store, and one that subscribed first
+                // gets everything after it live.
                 for m in &published {
                     self.slot.tips.set(&m.app_id, &m.channel, m.position.offset);
                 }
-                self.deliver.deliver(&published);
+                self.on_commit.committed(&published);
                 let mut it = published.into_iter();
                 for (batch, reply) in requests {
                     let mine: Vec<_> = it.by_ref().take(batch.len()).collect();

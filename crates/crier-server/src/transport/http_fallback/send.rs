@@ -1,7 +1,7 @@
 //! `xhr_send`: Pusher frames from a fallback client, held to the WebSocket limits.
 
 use super::{add_cors, app_for, session_key, HttpSession};
-use crate::server::AppState;
+use crate::state::AppState;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
