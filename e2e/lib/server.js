@@ -24,7 +24,7 @@ function binaryPath() {
   return path.isAbsolute(p) ? p : path.resolve(E2E_DIR, p);
 }
 
-const DEV_APP = Object.freeze({ appId: 'app', key: 'app-key', secret: 'app-secret' });
+const DEV_APP = Object.freeze({ appId: '1', key: 'app-key', secret: 'app-secret' });
 
 // Every server started by this process, so that a crashed test file still kills them.
 const running = new Set();

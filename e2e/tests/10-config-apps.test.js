@@ -19,7 +19,7 @@ const {
 
 const CONFIG = `
 [[apps]]
-id = "app"
+id = "1"
 key = "app-key"
 secret = "app-secret"
 

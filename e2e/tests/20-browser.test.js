@@ -100,7 +100,7 @@ test('EventSource and fetch long-poll in Chromium get every message once, in ord
   const page = await browser.newPage();
   await page.goto(`http://127.0.0.1:${pages.address().port}/`);
 
-  const sdk = new Pusher({ appId: 'app', key: 'app-key', secret: 'app-secret', host: '127.0.0.1', port: String(port), useTLS: false });
+  const sdk = new Pusher({ appId: '1', key: 'app-key', secret: 'app-secret', host: '127.0.0.1', port: String(port), useTLS: false });
   const stats = async () => {
     const res = await sdk.get({ path: '/channels/browser', params: { info: 'subscription_count' } });
     return res.json();

@@ -30,7 +30,7 @@ async function* sseEvents(url, signal) {
 test('WebSocket, SSE and long-poll subscribers see the same sequence', { timeout: 60000 }, async (t) => {
   const server = await startServer();
   t.after(() => server.stop());
-  const sdk = sdkFor({ appId: 'app', key: 'app-key', secret: 'app-secret', port: server.port });
+  const sdk = sdkFor({ appId: '1', key: 'app-key', secret: 'app-secret', port: server.port });
 
   const ws = new PusherJs("app-key", baseOptions(server));
   t.after(() => ws.disconnect());

@@ -13,7 +13,7 @@ const TIMEOUT = 15000;
 if (process.env.PUSHER_LOG) Pusher.logToConsole = true;
 
 function client(server, transport, userId) {
-  const sdk = sdkFor({ appId: 'app', key: 'app-key', secret: 'app-secret', port: server.port });
+  const sdk = sdkFor({ appId: '1', key: 'app-key', secret: 'app-secret', port: server.port });
   return new Pusher('app-key', {
     wsHost: '127.0.0.1',
     wsPort: server.port,
@@ -60,7 +60,7 @@ for (const transport of ['xhr_streaming', 'xhr_polling']) {
   test(`pusher-js over ${transport}: public, private, presence and client events`, { timeout: 60000 }, async (t) => {
     const server = await startServer();
     t.after(() => server.stop());
-    const sdk = sdkFor({ appId: 'app', key: 'app-key', secret: 'app-secret', port: server.port });
+    const sdk = sdkFor({ appId: '1', key: 'app-key', secret: 'app-secret', port: server.port });
     const alice = client(server, transport, 'alice');
     const bob = client(server, transport, 'bob');
     t.after(() => {

@@ -147,7 +147,7 @@ pub(crate) struct Opts {
     /// Long-poll timeout parameter, seconds.
     #[arg(long)]
     pub(crate) poll_timeout: Option<u64>,
-    #[arg(long, default_value = "app")]
+    #[arg(long, default_value = "1")]
     pub(crate) app_id: String,
     #[arg(long, default_value = "app-key")]
     pub(crate) app_key: String,

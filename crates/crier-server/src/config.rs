@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 pub const MAX_TIMING_SECS: u64 = 86_400;
 
 /// Credentials of the built-in development app; refused on non-loopback addresses.
-pub const DEV_APP_ID: &str = "app";
+pub const DEV_APP_ID: &str = "1";
 pub const DEV_APP_KEY: &str = "app-key";
 pub const DEV_APP_SECRET: &str = "app-secret";
 

@@ -17,7 +17,7 @@ async fn signed_publish_reaches_subscribers() {
     let api = server.api();
     let (status, body) = api
         .post(
-            "/apps/app/events",
+            "/apps/1/events",
             &json!({"name": "e", "channels": ["a", "b"], "data": "x"}),
         )
         .await;
@@ -35,7 +35,7 @@ async fn object_data_is_sent_serialized() {
     server
         .api()
         .post(
-            "/apps/app/events",
+            "/apps/1/events",
             &json!({"name": "e", "channel": "a", "data": {"k": [1]}}),
         )
         .await;
@@ -52,7 +52,7 @@ async fn socket_id_is_excluded() {
     server
         .api()
         .post(
-            "/apps/app/events",
+            "/apps/1/events",
             &json!({"name": "e", "channel": "room", "data": "1", "socket_id": me.socket_id}),
         )
         .await;
@@ -70,7 +70,7 @@ async fn batch_events_publish_in_order() {
         .collect();
     let (status, _) = server
         .api()
-        .post("/apps/app/batch_events", &json!({"batch": batch}))
+        .post("/apps/1/batch_events", &json!({"batch": batch}))
         .await;
     assert_eq!(status, 200);
     for i in 0..5 {
@@ -81,7 +81,7 @@ async fn batch_events_publish_in_order() {
         .collect();
     let (status, _) = server
         .api()
-        .post("/apps/app/batch_events", &json!({"batch": too_many}))
+        .post("/apps/1/batch_events", &json!({"batch": too_many}))
         .await;
     assert_eq!(status, 400);
 }
@@ -94,7 +94,7 @@ async fn event_info_reports_counts() {
     let (status, body) = server
         .api()
         .post(
-            "/apps/app/events",
+            "/apps/1/events",
             &json!({"name": "e", "channel": "counted", "data": "1", "info": "subscription_count"}),
         )
         .await;
@@ -120,7 +120,7 @@ async fn rejected_requests_publish_nothing() {
     let body = good.to_string();
 
     // Bad signature.
-    let mut url = api.signed_url("POST", "/apps/app/events", &[], body.as_bytes());
+    let mut url = api.signed_url("POST", "/apps/1/events", &[], body.as_bytes());
     url = url.replace("auth_signature=", "auth_signature=00");
     let res = api.http.post(&url).body(body.clone()).send().await.unwrap();
     assert_eq!(res.status().as_u16(), 401);
@@ -130,14 +130,14 @@ async fn rejected_requests_publish_nothing() {
         KEY,
         SECRET,
         "POST",
-        "/apps/app/events",
+        "/apps/1/events",
         &[],
         body.as_bytes(),
         now() - 601,
     );
     let res = api
         .http
-        .post(format!("{}/apps/app/events?{qs}", api.base))
+        .post(format!("{}/apps/1/events?{qs}", api.base))
         .body(body.clone())
         .send()
         .await
@@ -150,7 +150,7 @@ async fn rejected_requests_publish_nothing() {
     );
 
     // Body changed after signing (body_md5 mismatch).
-    let url = api.signed_url("POST", "/apps/app/events", &[], body.as_bytes());
+    let url = api.signed_url("POST", "/apps/1/events", &[], body.as_bytes());
     let res = api
         .http
         .post(&url)
@@ -172,7 +172,7 @@ async fn rejected_requests_publish_nothing() {
     assert_eq!(off.post("/apps/off/events", &good).await.0, 403);
 
     // Malformed JSON, missing fields, bad channel, too many channels, too much data.
-    let url = api.signed_url("POST", "/apps/app/events", &[], b"{nope");
+    let url = api.signed_url("POST", "/apps/1/events", &[], b"{nope");
     let res = api.http.post(&url).body("{nope").send().await.unwrap();
     assert_eq!(res.status().as_u16(), 400);
     for (body, want) in [
@@ -195,14 +195,14 @@ async fn rejected_requests_publish_nothing() {
             400,
         ),
     ] {
-        let (status, err) = api.post("/apps/app/events", &body).await;
+        let (status, err) = api.post("/apps/1/events", &body).await;
         assert_eq!(status, want, "{body} -> {err}");
         assert!(err["error"].is_string());
     }
 
     // Oversized body.
     let huge = "x".repeat(300 * 1024);
-    let url = api.signed_url("POST", "/apps/app/events", &[], huge.as_bytes());
+    let url = api.signed_url("POST", "/apps/1/events", &[], huge.as_bytes());
     let res = api.http.post(&url).body(huge).send().await.unwrap();
     assert_eq!(res.status().as_u16(), 413);
 
@@ -218,12 +218,12 @@ async fn channel_queries() {
     c.subscribe("news").await;
     c.subscribe_presence("presence-lobby", "7").await;
     let api = server.api();
-    let (status, all) = api.get("/apps/app/channels", &[]).await;
+    let (status, all) = api.get("/apps/1/channels", &[]).await;
     assert_eq!(status, 200);
     assert_eq!(all, json!({"channels": {"news": {}, "presence-lobby": {}}}));
     let (_, presence) = api
         .get(
-            "/apps/app/channels",
+            "/apps/1/channels",
             &[("filter_by_prefix", "presence-"), ("info", "user_count")],
         )
         .await;
@@ -231,21 +231,17 @@ async fn channel_queries() {
         presence,
         json!({"channels": {"presence-lobby": {"user_count": 1}}})
     );
-    let (status, _) = api
-        .get("/apps/app/channels", &[("info", "user_count")])
-        .await;
+    let (status, _) = api.get("/apps/1/channels", &[("info", "user_count")]).await;
     assert_eq!(status, 400);
     let (_, one) = api
-        .get("/apps/app/channels/news", &[("info", "subscription_count")])
+        .get("/apps/1/channels/news", &[("info", "subscription_count")])
         .await;
     assert_eq!(one, json!({"occupied": true, "subscription_count": 1}));
-    let (_, empty) = api.get("/apps/app/channels/nobody", &[]).await;
+    let (_, empty) = api.get("/apps/1/channels/nobody", &[]).await;
     assert_eq!(empty, json!({"occupied": false}));
-    let (status, _) = api.get("/apps/app/channels/news/users", &[]).await;
+    let (status, _) = api.get("/apps/1/channels/news/users", &[]).await;
     assert_eq!(status, 400);
-    let (_, users) = api
-        .get("/apps/app/channels/presence-lobby/users", &[])
-        .await;
+    let (_, users) = api.get("/apps/1/channels/presence-lobby/users", &[]).await;
     assert_eq!(users, json!({"users": [{"id": "7"}]}));
 }
 
@@ -299,7 +295,7 @@ async fn signed_parameters_with_reserved_characters_verify() {
     let server = TestServer::start().await;
     let (status, body) = server
         .api()
-        .get("/apps/app/channels", &[("filter_by_prefix", "a+b&c d%")])
+        .get("/apps/1/channels", &[("filter_by_prefix", "a+b&c d%")])
         .await;
     assert_eq!((status, body), (200, json!({"channels": {}})));
 }
@@ -310,7 +306,7 @@ async fn signed_parameters_with_reserved_characters_verify() {
 async fn extreme_timestamps_are_refused_as_stale() {
     let server = TestServer::start().await;
     let api = server.api();
-    let path = "/apps/app/channels";
+    let path = "/apps/1/channels";
     let qs = crier_protocol::signature::sign_request(KEY, SECRET, "GET", path, &[], b"", i64::MIN);
     let res = api
         .http

@@ -225,14 +225,14 @@ async fn oversized_api_bodies_get_a_json_413_and_publish_nothing() {
     let batch =
         json!({"batch": [{"name": "e", "channel": "big", "data": "x".repeat(2000)}]}).to_string();
     for (method, path, body) in [
-        ("POST", "/apps/app/events", big.clone()),
-        ("POST", "/apps/app/batch_events", batch),
+        ("POST", "/apps/1/events", big.clone()),
+        ("POST", "/apps/1/batch_events", batch),
         (
             "POST",
-            "/apps/app/users/u1/terminate_connections",
+            "/apps/1/users/u1/terminate_connections",
             big.clone(),
         ),
-        ("GET", "/apps/app/channels", big.clone()),
+        ("GET", "/apps/1/channels", big.clone()),
     ] {
         let url = api.signed_url(method, path, &[], body.as_bytes());
         let res = http
@@ -253,7 +253,7 @@ async fn oversized_api_bodies_get_a_json_413_and_publish_nothing() {
     }
 
     // Chunked, so the size is only known as it arrives.
-    let target = signed_post(&server, "/apps/app/events", big.as_bytes());
+    let target = signed_post(&server, "/apps/1/events", big.as_bytes());
     let mut s = TcpStream::connect(server.addr).await.unwrap();
     let head = format!(
         "POST {target} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -277,13 +277,13 @@ async fn oversized_api_bodies_get_a_json_413_and_publish_nothing() {
         "{got}"
     );
 
-    let (status, history) = api.get("/apps/app/channels/big/messages", &[]).await;
+    let (status, history) = api.get("/apps/1/channels/big/messages", &[]).await;
     assert_eq!(status, 200);
     assert_eq!(history["messages"], json!([]), "{history}");
     // A body within the limit still publishes.
     let (status, _) = api.trigger("big", "e", "small").await;
     assert_eq!(status, 200);
-    let (_, history) = api.get("/apps/app/channels/big/messages", &[]).await;
+    let (_, history) = api.get("/apps/1/channels/big/messages", &[]).await;
     assert_eq!(history["messages"].as_array().unwrap().len(), 1);
 }
 
@@ -291,7 +291,7 @@ async fn oversized_api_bodies_get_a_json_413_and_publish_nothing() {
 async fn a_body_that_never_completes_gets_408_at_the_deadline() {
     let server = strict_server().await;
     let body = json!({"name": "e", "channel": "slow", "data": "x"}).to_string();
-    let target = signed_post(&server, "/apps/app/events", body.as_bytes());
+    let target = signed_post(&server, "/apps/1/events", body.as_bytes());
     let mut s = TcpStream::connect(server.addr).await.unwrap();
     let head = format!(
         "POST {target} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
@@ -306,7 +306,7 @@ async fn a_body_that_never_completes_gets_408_at_the_deadline() {
     assert!(got.contains("server.handshake_timeout_secs"), "{got}");
     let (_, history) = server
         .api()
-        .get("/apps/app/channels/slow/messages", &[])
+        .get("/apps/1/channels/slow/messages", &[])
         .await;
     assert_eq!(history["messages"], json!([]));
 }
@@ -381,7 +381,7 @@ async fn xhr_send_frames_over_max_frame_bytes_are_refused() {
     assert_eq!(error["data"]["message"], message);
     let (_, info) = server
         .api()
-        .get("/apps/app/channels/a", &[("info", "subscription_count")])
+        .get("/apps/1/channels/a", &[("info", "subscription_count")])
         .await;
     assert_eq!(info["subscription_count"], 0, "{info}");
 
@@ -428,7 +428,7 @@ async fn publish_firehose(server: &TestServer, channel: &str) {
             .collect();
         let (status, _) = server
             .api()
-            .post("/apps/app/batch_events", &json!({"batch": batch}))
+            .post("/apps/1/batch_events", &json!({"batch": batch}))
             .await;
         assert_eq!(status, 200);
     }

@@ -207,7 +207,7 @@ async fn a_stream_refused_for_a_full_presence_channel_joins_none_of_its_channels
     assert_eq!(next["event"], "sentinel", "got {next}");
     let (_, users) = server
         .api()
-        .get("/apps/app/channels/presence-a/users", &[])
+        .get("/apps/1/channels/presence-a/users", &[])
         .await;
     assert_eq!(users, json!({"users": [{"id": "watcher"}]}));
 }
@@ -233,7 +233,7 @@ async fn a_poll_refused_at_the_connection_limit_holds_no_presence_lease() {
     assert_eq!(body, json!({"error": "the app is at its connection limit"}));
     let (_, users) = server
         .api()
-        .get("/apps/app/channels/presence-q/users", &[])
+        .get("/apps/1/channels/presence-q/users", &[])
         .await;
     assert_eq!(users, json!({"users": []}));
     drop(holder);

@@ -60,7 +60,7 @@ async fn a_stream_listing_too_many_channels_is_refused_naming_the_limit() {
 async fn history_data(server: &TestServer, channel: &str) -> Vec<String> {
     let (status, page) = server
         .api()
-        .get(&format!("/apps/app/channels/{channel}/messages"), &[])
+        .get(&format!("/apps/1/channels/{channel}/messages"), &[])
         .await;
     assert_eq!(status, 200, "{page}");
     page["messages"]
@@ -91,7 +91,7 @@ async fn a_publish_refused_for_its_info_publishes_nothing() {
 
     let (status, body) = api
         .post(
-            "/apps/app/events",
+            "/apps/1/events",
             &json!({"name": "e", "channel": "rv", "data": "refused", "info": "bogus"}),
         )
         .await;
@@ -101,7 +101,7 @@ async fn a_publish_refused_for_its_info_publishes_nothing() {
 
     let (status, body) = api
         .post(
-            "/apps/app/batch_events",
+            "/apps/1/batch_events",
             &json!({"batch": [
                 {"name": "e", "channel": "rv", "data": "refused 0"},
                 {"name": "e", "channel": "rv", "data": "refused 1", "info": "subscription_count,nope"},
@@ -118,7 +118,7 @@ async fn a_publish_refused_for_its_info_publishes_nothing() {
     // A valid `info` still answers with the attributes.
     let (status, body) = api
         .post(
-            "/apps/app/events",
+            "/apps/1/events",
             &json!({"name": "e", "channel": "rv", "data": "sentinel", "info": "subscription_count"}),
         )
         .await;

@@ -47,7 +47,7 @@ async fn ids_grow_per_channel() {
 async fn messages_endpoint_pages_through_history() {
     let server = TestServer::start().await;
     let api = server.api();
-    let (status, empty) = api.get("/apps/app/channels/log/messages", &[]).await;
+    let (status, empty) = api.get("/apps/1/channels/log/messages", &[]).await;
     assert_eq!(status, 200);
     assert_eq!(empty["messages"], json!([]));
     assert!(empty["cursor"].is_string());
@@ -59,7 +59,7 @@ async fn messages_endpoint_pages_through_history() {
         if !cursor.is_empty() {
             params.push(("since", cursor.as_str()));
         }
-        let (status, page) = api.get("/apps/app/channels/log/messages", &params).await;
+        let (status, page) = api.get("/apps/1/channels/log/messages", &params).await;
         assert_eq!(status, 200, "{page}");
         let messages = page["messages"].as_array().unwrap().clone();
         cursor = page["cursor"].as_str().unwrap().to_owned();
@@ -74,11 +74,11 @@ async fn messages_endpoint_pages_through_history() {
     }
     assert_eq!(seen, (0..25).map(|i| i.to_string()).collect::<Vec<_>>());
     let (status, _) = api
-        .get("/apps/app/channels/log/messages", &[("since", "garbage")])
+        .get("/apps/1/channels/log/messages", &[("since", "garbage")])
         .await;
     assert_eq!(status, 400);
     let (status, _) = api
-        .get("/apps/app/channels/log/messages", &[("limit", "0")])
+        .get("/apps/1/channels/log/messages", &[("limit", "0")])
         .await;
     assert_eq!(status, 400);
 }
@@ -88,7 +88,7 @@ async fn retention_keeps_the_last_n() {
     let server = TestServer::with(|c| c.history.max_messages = 5).await;
     let api = server.api();
     publish_n(&api, "short", 0, 12).await;
-    let (_, page) = api.get("/apps/app/channels/short/messages", &[]).await;
+    let (_, page) = api.get("/apps/1/channels/short/messages", &[]).await;
     let data: Vec<&str> = page["messages"]
         .as_array()
         .unwrap()
@@ -227,7 +227,7 @@ async fn replay_while_publishing_has_no_gap_and_no_duplicate() {
 async fn epoch_of(server: &TestServer) -> String {
     let (_, page) = server
         .api()
-        .get("/apps/app/channels/race/messages", &[("limit", "1")])
+        .get("/apps/1/channels/race/messages", &[("limit", "1")])
         .await;
     let cursor = page["cursor"].as_str().unwrap();
     cursor.rsplit_once('-').unwrap().0.to_owned()

@@ -14,7 +14,7 @@ use support::*;
 const KEY: &str = "crier:publish";
 
 fn item(channel: &str, data: &str) -> String {
-    json!({"app_id": "app", "name": "e", "channel": channel, "data": data}).to_string()
+    json!({"app_id": "1", "name": "e", "channel": channel, "data": data}).to_string()
 }
 
 async fn server_for(redis: &RedisServer) -> TestServer {
@@ -117,7 +117,7 @@ async fn items_left_in_processing_by_a_crash_are_published_first() {
     let api = server.api();
     let deadline = tokio::time::Instant::now() + WAIT;
     let data = loop {
-        let (_, page) = api.get("/apps/app/channels/q/messages", &[]).await;
+        let (_, page) = api.get("/apps/1/channels/q/messages", &[]).await;
         let data: Vec<String> = page["messages"]
             .as_array()
             .unwrap()

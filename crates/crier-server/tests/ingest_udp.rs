@@ -65,7 +65,7 @@ async fn datagrams_are_published_and_bad_ones_dropped_and_counted() {
         }
     };
     send(
-        json!({"app_id": "app", "name": "e", "channel": "udp", "data": "plain"})
+        json!({"app_id": "1", "name": "e", "channel": "udp", "data": "plain"})
             .to_string()
             .into_bytes(),
     )
@@ -73,7 +73,7 @@ async fn datagrams_are_published_and_bad_ones_dropped_and_counted() {
     assert_eq!(c.recv().await["data"], "plain");
     // Object data is serialized; several channels at once.
     send(
-        json!({"app_id": "app", "name": "e", "channels": ["udp", "other"], "data": {"k": 1}})
+        json!({"app_id": "1", "name": "e", "channels": ["udp", "other"], "data": {"k": 1}})
             .to_string()
             .into_bytes(),
     )
@@ -95,19 +95,19 @@ async fn datagrams_are_published_and_bad_ones_dropped_and_counted() {
             "unknown_app",
         ),
         (
-            json!({"app_id": "app", "name": "e", "channel": "bad name", "data": "x"})
+            json!({"app_id": "1", "name": "e", "channel": "bad name", "data": "x"})
                 .to_string()
                 .into_bytes(),
             "invalid_channel",
         ),
         (
-            json!({"app_id": "app", "channel": "udp", "data": "x"})
+            json!({"app_id": "1", "channel": "udp", "data": "x"})
                 .to_string()
                 .into_bytes(),
             "invalid_event",
         ),
         (
-            json!({"app_id": "app", "name": "e", "channel": "udp", "data": "x".repeat(20_000)})
+            json!({"app_id": "1", "name": "e", "channel": "udp", "data": "x".repeat(20_000)})
                 .to_string()
                 .into_bytes(),
             "data_too_large",
@@ -116,7 +116,7 @@ async fn datagrams_are_published_and_bad_ones_dropped_and_counted() {
             format!(
                 "{} {}",
                 "00".repeat(32),
-                json!({"app_id": "app", "name": "e", "channel": "udp", "data": "x"})
+                json!({"app_id": "1", "name": "e", "channel": "udp", "data": "x"})
             )
             .into_bytes(),
             "bad_signature",
@@ -136,7 +136,7 @@ async fn datagrams_are_published_and_bad_ones_dropped_and_counted() {
         .await;
     }
     // The listener keeps working, and nothing bad was published.
-    let body = json!({"app_id": "app", "name": "e", "channel": "udp", "data": "after"}).to_string();
+    let body = json!({"app_id": "1", "name": "e", "channel": "udp", "data": "after"}).to_string();
     let sig = crier_protocol::signature::sign(SECRET, &body);
     send(format!("{sig} {body}").into_bytes()).await;
     assert_eq!(c.recv().await["data"], "after");
@@ -149,7 +149,7 @@ async fn signatures_can_be_required() {
     c.subscribe("signed").await;
     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let body =
-        json!({"app_id": "app", "name": "e", "channel": "signed", "data": "unsigned"}).to_string();
+        json!({"app_id": "1", "name": "e", "channel": "signed", "data": "unsigned"}).to_string();
     sock.send_to(body.as_bytes(), addr).await.unwrap();
     wait_metric(
         &server,
@@ -159,7 +159,7 @@ async fn signatures_can_be_required() {
     )
     .await;
     let body =
-        json!({"app_id": "app", "name": "e", "channel": "signed", "data": "signed"}).to_string();
+        json!({"app_id": "1", "name": "e", "channel": "signed", "data": "signed"}).to_string();
     let sig = crier_protocol::signature::sign(SECRET, &body);
     sock.send_to(format!("{sig} {body}").as_bytes(), addr)
         .await
@@ -179,7 +179,7 @@ async fn a_burst_from_several_sockets_arrives_once_in_order_per_socket() {
             tokio::spawn(async move {
                 let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
                 for i in 0..EACH {
-                    let d = json!({"app_id": "app", "name": "e", "channel": "burst", "data": format!("{s}:{i}")});
+                    let d = json!({"app_id": "1", "name": "e", "channel": "burst", "data": format!("{s}:{i}")});
                     sock.send_to(d.to_string().as_bytes(), addr).await.unwrap();
                     if i % 100 == 99 {
                         tokio::task::yield_now().await;

@@ -102,7 +102,7 @@ async fn a_thousand_messages_between_polls_arrive_in_pages_without_loss() {
                 json!({"name": "e", "channel": ch, "data": n.to_string()})
             })
             .collect();
-        api.post("/apps/app/batch_events", &json!({"batch": batch}))
+        api.post("/apps/1/batch_events", &json!({"batch": batch}))
             .await;
     }
     let mut got: Vec<u64> = Vec::new();
@@ -210,7 +210,7 @@ async fn presence_members_stay_while_polling_and_leave_when_polls_stop() {
     .await;
     let (_, users) = server
         .api()
-        .get("/apps/app/channels/presence-lp/users", &[])
+        .get("/apps/1/channels/presence-lp/users", &[])
         .await;
     assert_eq!(users["users"].as_array().unwrap().len(), 2);
     // Polls stop: after timeout + grace the member leaves.

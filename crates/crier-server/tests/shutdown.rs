@@ -50,7 +50,7 @@ async fn one_deadline_bounds_the_whole_shutdown() {
     // it, and only handshake_timeout would end it.
     let mut slow = TcpStream::connect(server.addr).await.unwrap();
     slow.write_all(
-        b"POST /apps/app/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"na",
+        b"POST /apps/1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"na",
     )
     .await
     .unwrap();

@@ -123,7 +123,7 @@ async fn a_message_id_resumes_a_single_channel_stream() {
     let server = TestServer::start().await;
     let api = server.api();
     api.trigger("solo", "e", "1").await;
-    let (_, page) = api.get("/apps/app/channels/solo/messages", &[]).await;
+    let (_, page) = api.get("/apps/1/channels/solo/messages", &[]).await;
     let id = page["messages"][0]["id"].as_str().unwrap().to_owned();
     api.trigger("solo", "e", "2").await;
     let mut s = stream(&server, "channels=solo", Some(&id)).await;
@@ -137,7 +137,7 @@ async fn stale_and_foreign_cursors_get_a_gap_first() {
     for i in 0..10 {
         api.trigger("g", "e", &i.to_string()).await;
     }
-    let (_, page) = api.get("/apps/app/channels/g/messages", &[]).await;
+    let (_, page) = api.get("/apps/1/channels/g/messages", &[]).await;
     let epoch = page["cursor"]
         .as_str()
         .unwrap()
@@ -214,7 +214,7 @@ async fn presence_over_sse_is_seen_by_websocket_members() {
     );
     let (_, users) = server
         .api()
-        .get("/apps/app/channels/presence-room/users", &[])
+        .get("/apps/1/channels/presence-room/users", &[])
         .await;
     assert_eq!(users["users"].as_array().unwrap().len(), 2);
     drop(s);

@@ -415,7 +415,7 @@ async fn slow_consumers_are_cut_off_without_holding_back_others() {
             .map(|i| json!({"name": "e", "channel": "firehose", "data": format!("{}:{pad}", b * 10 + i)}))
             .collect();
         let (status, _) = api
-            .post("/apps/app/batch_events", &json!({"batch": batch}))
+            .post("/apps/1/batch_events", &json!({"batch": batch}))
             .await;
         assert_eq!(status, 200);
     }

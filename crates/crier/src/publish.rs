@@ -22,7 +22,7 @@ pub(crate) struct PublishArgs {
     /// Server address.
     #[arg(long, env = "CRIER_URL", default_value = "http://127.0.0.1:6001")]
     url: String,
-    #[arg(long, env = "CRIER_APP_ID", default_value = "app")]
+    #[arg(long, env = "CRIER_APP_ID", default_value = "1")]
     app_id: String,
     #[arg(long, env = "CRIER_APP_KEY", default_value = "app-key")]
     app_key: String,

@@ -104,7 +104,7 @@ fn request(
 fn publish(addr: &str, i: usize) {
     let body =
         serde_json::json!({"name": "n", "channel": "durable", "data": i.to_string()}).to_string();
-    let (status, _) = request(addr, "POST", "/apps/app/events", &[], &body);
+    let (status, _) = request(addr, "POST", "/apps/1/events", &[], &body);
     assert_eq!(status, 200);
 }
 
@@ -113,7 +113,7 @@ fn history(addr: &str) -> Vec<(String, String)> {
     let (status, page) = request(
         addr,
         "GET",
-        "/apps/app/channels/durable/messages",
+        "/apps/1/channels/durable/messages",
         &[("limit", "1000")],
         "",
     );
@@ -172,7 +172,7 @@ fn try_publish(addr: &str, data: &str) -> bool {
         "app-key",
         "app-secret",
         "POST",
-        "/apps/app/events",
+        "/apps/1/events",
         &[],
         body.as_bytes(),
         now(),
@@ -183,7 +183,7 @@ fn try_publish(addr: &str, data: &str) -> bool {
     let _ = s.set_read_timeout(Some(Duration::from_secs(20)));
     let sent = write!(
         s,
-        "POST /apps/app/events?{qs} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST /apps/1/events?{qs} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     let mut text = String::new();

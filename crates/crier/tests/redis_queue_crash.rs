@@ -101,7 +101,7 @@ fn history(addr: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut since = String::new();
     loop {
-        let path = "/apps/app/channels/jobs/messages";
+        let path = "/apps/1/channels/jobs/messages";
         let mut params = vec![("limit", "1000")];
         if !since.is_empty() {
             params.push(("since", since.as_str()));
@@ -149,7 +149,7 @@ fn kill_9_mid_queue_loses_no_item() {
         .get_connection()
         .unwrap();
     for i in 0..ITEMS {
-        let item = serde_json::json!({"app_id": "app", "name": "e", "channel": "jobs", "data": i.to_string()});
+        let item = serde_json::json!({"app_id": "1", "name": "e", "channel": "jobs", "data": i.to_string()});
         let _: () = conn.lpush("jobs", item.to_string()).unwrap();
     }
     let data = dir.path().join("data");

@@ -16,7 +16,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub const KEY: &str = "app-key";
 pub const SECRET: &str = "app-secret";
-pub const APP: &str = "app";
+pub const APP: &str = "1";
 
 /// How long any single expected event may take before a test fails.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -95,7 +95,7 @@ impl TestServer {
             let (_, info) = self
                 .api()
                 .get(
-                    &format!("/apps/app/channels/{channel}"),
+                    &format!("/apps/1/channels/{channel}"),
                     &[("info", "subscription_count")],
                 )
                 .await;
