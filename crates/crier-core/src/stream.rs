@@ -25,6 +25,8 @@ use std::sync::Arc;
 pub enum StreamItem {
     /// History no longer covers the client's cursor for this channel.
     Gap(ChannelName),
+    /// A `cache-` channel has no message to hand a new subscriber.
+    CacheMiss(ChannelName),
     Message(Arc<Published>),
 }
 
@@ -36,6 +38,12 @@ impl StreamItem {
             StreamItem::Gap(channel) => {
                 Bytes::from(frames::envelope("", channel.as_str(), "crier:gap", "{}"))
             }
+            StreamItem::CacheMiss(channel) => Bytes::from(frames::envelope(
+                "",
+                channel.as_str(),
+                "pusher:cache_miss",
+                "{}",
+            )),
         }
     }
 }
@@ -77,6 +85,8 @@ struct Replay {
     channel: ChannelName,
     after: StreamPosition,
     first_page: bool,
+    /// A `cache-` channel opened without a cursor: its last message, or a cache miss.
+    cache: bool,
 }
 
 impl Stream {
@@ -139,6 +149,22 @@ impl Stream {
                         channel: channel.clone(),
                         after,
                         first_page: true,
+                        cache: false,
+                    });
+                }
+                // A new subscriber of a `cache-` channel gets its last message first,
+                // read like a replay from just before the tip (so a message published
+                // meanwhile is neither lost nor sent twice), or a cache miss.
+                None if channel.is_cache() => {
+                    let tip = node.tip(&app.id, channel).await?;
+                    let after =
+                        StreamPosition::new(tip.epoch.clone(), tip.offset.saturating_sub(1));
+                    stream.cursor.set(channel.clone(), after.clone());
+                    stream.replays.push_back(Replay {
+                        channel: channel.clone(),
+                        after,
+                        first_page: true,
+                        cache: true,
                     });
                 }
                 None => {
@@ -176,8 +202,14 @@ impl Stream {
             )
             .await?;
         let mut items = Vec::with_capacity(page.messages.len() + 1);
-        if replay.first_page && page.gap {
-            items.push(StreamItem::Gap(replay.channel.clone()));
+        if replay.first_page {
+            if replay.cache {
+                if page.messages.is_empty() {
+                    items.push(StreamItem::CacheMiss(replay.channel.clone()));
+                }
+            } else if page.gap {
+                items.push(StreamItem::Gap(replay.channel.clone()));
+            }
         }
         replay.first_page = false;
         items.extend(page.messages.into_iter().map(StreamItem::Message));

@@ -217,3 +217,27 @@ async fn presence_members_stay_while_polling_and_leave_when_polls_stop() {
     let removed = ws.recv_event("pusher_internal:member_removed").await;
     assert!(removed["data"].as_str().unwrap().contains("poller"));
 }
+
+#[tokio::test]
+async fn a_first_poll_of_a_cache_channel_answers_its_last_message_or_a_cache_miss() {
+    let server = TestServer::start().await;
+    let (status, page) = poll(&server, "channels=cache-empty&timeout=30").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        page["messages"],
+        json!([{"id": "", "channel": "cache-empty", "event": "pusher:cache_miss", "data": "{}"}])
+    );
+    let api = server.api();
+    api.trigger("cache-prices", "price", "1").await;
+    api.trigger("cache-prices", "price", "2").await;
+    let (_, page) = poll(&server, "channels=cache-prices&timeout=30").await;
+    assert_eq!(data(&page), ["2"]);
+    let cursor = page["cursor"].as_str().unwrap().to_owned();
+    api.trigger("cache-prices", "price", "3").await;
+    let (_, next) = poll(
+        &server,
+        &format!("channels=cache-prices&cursor={cursor}&timeout=30"),
+    )
+    .await;
+    assert_eq!(data(&next), ["3"]);
+}

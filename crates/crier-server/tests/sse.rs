@@ -338,3 +338,36 @@ async fn streams_count_toward_the_app_connection_limit() {
         assert_eq!(res.status(), 200);
     }
 }
+
+#[tokio::test]
+async fn cache_channels_send_their_last_message_or_a_cache_miss_first() {
+    let server = TestServer::start().await;
+    let api = server.api();
+    // Nothing published yet: a cache miss envelope first, then live messages.
+    let mut empty = stream(&server, "channels=cache-empty", None).await;
+    let miss = empty.next().await.unwrap().json();
+    assert_eq!(
+        miss,
+        json!({"id": "", "channel": "cache-empty", "event": "pusher:cache_miss", "data": "{}"})
+    );
+    api.trigger("cache-empty", "price", "1").await;
+    assert_eq!(empty.next().await.unwrap().json()["data"], "1");
+
+    api.trigger("cache-prices", "price", "1").await;
+    api.trigger("cache-prices", "price", "2").await;
+    let mut s = stream(&server, "channels=cache-prices", None).await;
+    let cached = s.next().await.unwrap();
+    let env = cached.json();
+    assert_eq!(
+        (env["event"].as_str(), env["data"].as_str()),
+        (Some("price"), Some("2"))
+    );
+    assert!(env["id"].as_str().unwrap().ends_with("-2"));
+    api.trigger("cache-prices", "price", "3").await;
+    let live = s.next().await.unwrap().json();
+    assert_eq!(live["data"], "3", "the cached message once, then live ones");
+    // Resuming with a cursor replays what followed it, not the cached message again.
+    drop(s);
+    let mut resumed = stream(&server, "channels=cache-prices", cached.id.as_deref()).await;
+    assert_eq!(resumed.next().await.unwrap().json()["data"], "3");
+}
