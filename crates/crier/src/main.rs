@@ -4,7 +4,7 @@ mod publish;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use crier_server::config::{Config, Overrides};
+use crier_server::config::{Config, Overrides, DEV_APP_ID, DEV_APP_KEY, DEV_APP_SECRET};
 
 // jemalloc rather than glibc malloc: requests, publishes and deliveries allocate small
 // short-lived buffers on every worker thread, and glibc's free-list work showed up at
@@ -103,8 +103,8 @@ async fn serve_until_signal(config: Config) -> anyhow::Result<()> {
     println!("  health: /health  ready: /ready  metrics: /metrics");
     if dev {
         println!(
-            "WARNING: development credentials in use (app id \"app\", key \"app-key\", secret \"app-secret\"); \
-             configure real apps before exposing this server"
+            "WARNING: development credentials in use (app id {DEV_APP_ID:?}, key {DEV_APP_KEY:?}, \
+             secret {DEV_APP_SECRET:?}); configure real apps before exposing this server"
         );
     }
     stop.await;

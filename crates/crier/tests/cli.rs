@@ -169,7 +169,12 @@ fn serves_prints_endpoints_publishes_and_stops_on_sigterm() {
     let mut server = start(&[], dir.path());
     let banner = server.stdout.join("\n");
     assert!(banner.contains("/app/app-key"), "{banner}");
-    assert!(banner.contains("development credentials"), "{banner}");
+    assert!(
+        banner.contains(
+            r#"development credentials in use (app id "1", key "app-key", secret "app-secret")"#
+        ),
+        "{banner}"
+    );
     let out = crier()
         .args([
             "publish",
