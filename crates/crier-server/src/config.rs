@@ -317,7 +317,7 @@ pub struct Overrides {
     /// Largest HTTP request head in bytes, 431 beyond [server.max_header_bytes, default 65536].
     #[arg(long, env = "CRIER_MAX_HEADER_BYTES")]
     pub max_header_bytes: Option<usize>,
-    /// Broker kind [broker.kind].
+    /// Broker kind [broker.kind]; "redis" is not available yet and is refused.
     #[arg(long, env = "CRIER_BROKER", value_enum)]
     pub broker: Option<BrokerKind>,
     /// Broker URL [broker.url].
@@ -562,8 +562,14 @@ impl Config {
                 format!("must be at least {MIN_HEADER_BYTES}"),
             ));
         }
-        if self.broker.kind == BrokerKind::Redis && self.broker.url.is_empty() {
-            return Err(invalid("broker.url", "needed with kind = \"redis\""));
+        if self.broker.kind == BrokerKind::Redis {
+            // Starting anyway would make this node a server of its own behind the load
+            // balancer, silently: refused until the Redis broker exists.
+            return Err(invalid(
+                "broker.kind",
+                "\"redis\" is not available yet (the Redis broker is being built); \
+                 use \"memory\": one node per app until then",
+            ));
         }
         Ok(())
     }

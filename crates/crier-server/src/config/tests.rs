@@ -126,3 +126,12 @@ fn connection_caps_parse_and_zero_is_refused() {
     let e = zero.validate().unwrap_err().to_string();
     assert!(e.starts_with("server.max_fallback_sessions"), "{e}");
 }
+
+#[test]
+fn the_redis_broker_is_refused_until_it_exists() {
+    let mut c = Config::default();
+    c.broker.kind = BrokerKind::Redis;
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.starts_with("broker.kind"), "{e}");
+    assert!(e.contains("not available yet"), "{e}");
+}
