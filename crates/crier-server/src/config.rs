@@ -65,6 +65,11 @@ pub struct ServerConfig {
     pub write_timeout_secs: u64,
     /// Seconds a long-poll presence member stays after its last poll's timeout.
     pub poll_presence_grace_secs: u64,
+    /// Seconds of silence on an SSE stream before a heartbeat comment.
+    pub sse_heartbeat_secs: u64,
+    /// Seconds a pusher-js fallback session may go without a receiving request before
+    /// it is closed (it must outlast the gap between two polls).
+    pub fallback_session_idle_secs: u64,
     /// pusher-js HTTP fallback sessions (xhr_streaming, xhr_polling) open at once; a new
     /// one beyond is refused with 4100 (over capacity).
     pub max_fallback_sessions: usize,
@@ -92,6 +97,8 @@ impl Default for ServerConfig {
             shutdown_timeout_secs: 10,
             write_timeout_secs: 10,
             poll_presence_grace_secs: 10,
+            sse_heartbeat_secs: 15,
+            fallback_session_idle_secs: 60,
             max_fallback_sessions: 10_000,
             handshake_timeout_secs: 10,
             // 100 channel names of up to 164 characters in an SSE or long-poll URL, plus a
@@ -526,6 +533,12 @@ impl Config {
                 "server.poll_presence_grace_secs",
                 s.poll_presence_grace_secs,
                 0,
+            ),
+            ("server.sse_heartbeat_secs", s.sse_heartbeat_secs, 1),
+            (
+                "server.fallback_session_idle_secs",
+                s.fallback_session_idle_secs,
+                1,
             ),
         ] {
             if !(min..=MAX_TIMING_SECS).contains(&secs) {

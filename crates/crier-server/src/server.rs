@@ -72,6 +72,7 @@ pub async fn run(listener: TcpListener, config: Config) -> anyhow::Result<Runnin
     tokio::spawn(crate::transport::http_fallback::reap(
         state.fallback_sessions.clone(),
         shutdown.clone(),
+        Duration::from_secs(config.server.fallback_session_idle_secs),
     ));
     tokio::spawn(
         state

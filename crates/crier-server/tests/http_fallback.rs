@@ -261,3 +261,23 @@ async fn shutdown_ends_a_stream_with_4200() {
     }
     assert!(last.starts_with("c[4200,"), "{last}");
 }
+
+#[tokio::test]
+async fn a_session_without_requests_is_closed_after_fallback_session_idle_secs() {
+    let server = TestServer::with(|c| c.server.fallback_session_idle_secs = 1).await;
+    let (status, _) = post(&url(&server, "idle", "xhr"), "").await;
+    assert_eq!(status, 200);
+    poll_for(&server, "idle", "pusher:connection_established").await;
+    send(
+        &server,
+        "idle",
+        json!({"event": "pusher:subscribe", "data": {"channel": "quiet"}}),
+    )
+    .await;
+    server.wait_subscriptions("quiet", 1).await;
+    // No request from the client any more: the session and its subscription go well
+    // within WAIT (the default, 60 s, would fail this).
+    server.wait_subscriptions("quiet", 0).await;
+    let (status, _) = post(&url(&server, "idle", "xhr_send"), "[]").await;
+    assert_eq!(status, 404, "the session is gone");
+}

@@ -371,3 +371,26 @@ async fn cache_channels_send_their_last_message_or_a_cache_miss_first() {
     let mut resumed = stream(&server, "channels=cache-prices", cached.id.as_deref()).await;
     assert_eq!(resumed.next().await.unwrap().json()["data"], "3");
 }
+
+#[tokio::test]
+async fn a_silent_stream_gets_heartbeat_comments_every_sse_heartbeat_secs() {
+    let server = TestServer::with(|c| c.server.sse_heartbeat_secs = 1).await;
+    let mut res = open(&server, "channels=silent", None).await;
+    assert_eq!(res.status(), 200);
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    // Two heartbeats: the setting paces them, not a single timer at the start.
+    while seen.matches(": heartbeat\n\n").count() < 2 {
+        let chunk = tokio::time::timeout_at(deadline, res.chunk())
+            .await
+            .expect("heartbeats within WAIT (the default, 15 s, would not come in time)")
+            .unwrap()
+            .unwrap();
+        seen.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    assert!(seen.starts_with("retry: 1000\n\n"), "{seen:?}");
+    assert!(
+        !seen.contains("event:"),
+        "only comments on a silent stream: {seen:?}"
+    );
+}

@@ -58,6 +58,9 @@ fn out_of_range_timings_are_refused() {
         ("write_timeout_secs", "9223372036854775807"),
         ("shutdown_timeout_secs", "86401"),
         ("poll_presence_grace_secs", "9223372036854775807"),
+        ("sse_heartbeat_secs", "0"),
+        ("fallback_session_idle_secs", "0"),
+        ("fallback_session_idle_secs", "86401"),
     ] {
         let c = Config::from_toml(&format!("[server]\n{key} = {value}")).unwrap();
         let e = c.validate().unwrap_err().to_string();

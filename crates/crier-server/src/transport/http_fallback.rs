@@ -40,8 +40,6 @@ use tokio::time::Instant;
 const HEARTBEAT: Duration = Duration::from_secs(25);
 /// A polling request is answered with `h` after this long without messages.
 const POLL_WAIT: Duration = Duration::from_secs(25);
-/// A session with no receiving request for this long is closed.
-const ABANDONED: Duration = Duration::from_secs(60);
 /// Frames per `a[...]` line.
 const MAX_BATCH: usize = 64;
 /// Frames waiting for the client before it counts as a slow consumer.
@@ -220,9 +218,15 @@ pub(crate) fn routes() -> Router<AppState> {
         )
 }
 
-/// Runs every few seconds: closes sessions whose client went away.
-pub async fn reap(sessions: Arc<FallbackSessions>, shutdown: tokio_util::sync::CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
+/// Closes sessions whose client went away: no receiving request for `abandoned`
+/// (`[server] fallback_session_idle_secs`), checked a few times per period.
+pub async fn reap(
+    sessions: Arc<FallbackSessions>,
+    shutdown: tokio_util::sync::CancellationToken,
+    abandoned: Duration,
+) {
+    let period = (abandoned / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
+    let mut tick = tokio::time::interval(period);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -239,7 +243,7 @@ pub async fn reap(sessions: Arc<FallbackSessions>, shutdown: tokio_util::sync::C
             let keys: Vec<String> = map
                 .iter()
                 .filter(|(_, s)| {
-                    now.duration_since(*s.last_seen.lock()) > ABANDONED
+                    now.duration_since(*s.last_seen.lock()) > abandoned
                         || s.closing.lock().is_some()
                         // Its stream was cut and no new request came for the frames.
                         || s.stalled(&s.pending.lock())

@@ -17,8 +17,6 @@ use tokio_util::sync::CancellationToken;
 
 /// Reconnect delay suggested to `EventSource`, in milliseconds.
 const RETRY_MS: u32 = 1000;
-/// Silence after which a comment line keeps proxies from closing the stream.
-const HEARTBEAT: Duration = Duration::from_secs(15);
 /// Most events written in one chunk.
 const MAX_BATCH: usize = 64;
 
@@ -66,6 +64,7 @@ pub(crate) async fn handle(
         rx,
         shutdown: state.shutdown.clone(),
         pending: Some(first),
+        heartbeat: Duration::from_secs(state.config.server.sse_heartbeat_secs),
     };
     let mut res = Response::new(Body::from_stream(futures_util::stream::unfold(
         body,
@@ -89,6 +88,9 @@ struct SseBody {
     rx: OutboxReceiver,
     shutdown: CancellationToken,
     pending: Option<Bytes>,
+    /// Silence after which a comment line keeps proxies from closing the stream
+    /// (`[server] sse_heartbeat_secs`).
+    heartbeat: Duration,
 }
 
 impl Drop for SseBody {
@@ -165,7 +167,7 @@ impl SseBody {
                     }
                     Next::Close(_) => return None,
                 },
-                () = tokio::time::sleep(HEARTBEAT) => buf.put_slice(b": heartbeat\n\n"),
+                () = tokio::time::sleep(self.heartbeat) => buf.put_slice(b": heartbeat\n\n"),
                 () = self.shutdown.cancelled() => return None,
             }
             if !buf.is_empty() {
