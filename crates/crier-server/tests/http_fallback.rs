@@ -191,12 +191,13 @@ async fn streaming_session_delivers_lines_in_one_response() {
 #[tokio::test]
 async fn bad_requests_get_clear_errors() {
     let server = TestServer::start().await;
-    let (status, _) = post(
+    let (status, body) = post(
         &format!("http://{}/pusher/app/nope/1/x/xhr", server.addr),
         "",
     )
     .await;
     assert_eq!(status, 404);
+    assert_eq!(body, r#"{"error":"unknown app key \"nope\""}"#);
     let (status, _) = post(&url(&server, "missing", "xhr_send"), "[]").await;
     assert_eq!(status, 404);
     post(&url(&server, "s2", "xhr"), "").await;

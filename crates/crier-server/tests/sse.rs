@@ -184,10 +184,20 @@ async fn errors_before_the_stream_are_json_statuses() {
         let body: Value = res.json().await.unwrap();
         assert!(body["error"].is_string());
     }
-    let res = reqwest::get(format!("http://{}/app/nokey/sse?channels=a", server.addr))
+    // An unknown key's 404 is readable by the page that asked: CORS with its origin.
+    let res = reqwest::Client::new()
+        .get(format!("http://{}/app/nokey/sse?channels=a", server.addr))
+        .header("Origin", "https://shop.example")
+        .send()
         .await
         .unwrap();
     assert_eq!(res.status(), 404);
+    assert_eq!(
+        res.headers()["access-control-allow-origin"],
+        "https://shop.example"
+    );
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body, json!({"error": "unknown app key \"nokey\""}));
     let ok = token_for(json!({"channels": ["private-x"], "exp": far_future()}));
     assert_eq!(
         open(&server, &format!("channels=private-x&token={ok}"), None)

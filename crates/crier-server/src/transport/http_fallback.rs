@@ -300,7 +300,7 @@ fn app_for(
 ) -> Result<(Arc<App>, Option<HeaderValue>), Box<Response>> {
     let Some(app) = state.node.apps().by_key(key).cloned() else {
         return Err(Box::new(
-            (StatusCode::NOT_FOUND, "unknown app key").into_response(),
+            super::stream_request::unknown_key(key, headers).into_response(),
         ));
     };
     let origin = cors_origin(&app, headers).map_err(|e| Box::new(e.into_response()))?;

@@ -148,6 +148,16 @@ pub(crate) fn parse_channels(list: &str, max: usize) -> Result<Vec<ChannelName>,
     Ok(channels)
 }
 
+/// The 404 for an unknown app key, readable by the page that asked: which origins an
+/// unknown app would allow cannot be known, so it carries the request's own Origin
+/// (the body says no more than that the key is unknown).
+pub(crate) fn unknown_key(key: &str, headers: &HeaderMap) -> StreamError {
+    StreamError {
+        origin: headers.get(header::ORIGIN).cloned(),
+        ..StreamError::new(StatusCode::NOT_FOUND, format!("unknown app key {key:?}"))
+    }
+}
+
 /// Checks everything SPEC §4 requires before a stream starts.
 pub(crate) fn admit(
     state: &AppState,
@@ -156,9 +166,12 @@ pub(crate) fn admit(
     headers: &HeaderMap,
     cursor_text: Option<&str>,
 ) -> Result<Admitted, StreamError> {
-    let app = state.node.apps().by_key(key).cloned().ok_or_else(|| {
-        StreamError::new(StatusCode::NOT_FOUND, format!("unknown app key {key:?}"))
-    })?;
+    let app = state
+        .node
+        .apps()
+        .by_key(key)
+        .cloned()
+        .ok_or_else(|| unknown_key(key, headers))?;
     let cors = cors_origin(&app, headers)?;
     let with_cors = |mut e: StreamError| {
         e.origin = cors.clone();
