@@ -207,7 +207,16 @@ async fn presence_member_limit() {
     b.send(json!({"event": "pusher:subscribe", "data": {"channel": "presence-small", "auth": auth, "channel_data": data}}))
         .await;
     let err = b.recv().await;
-    assert_eq!(err["event"], "pusher:subscription_error");
+    assert_eq!(
+        err,
+        json!({
+            "event": "pusher:subscription_error",
+            "channel": "presence-small",
+            "data": {"type": "LimitReached", "error": "presence channel is full", "status": 403}
+        })
+    );
+    // The connection stays usable.
+    b.subscribe("after").await;
 }
 
 #[tokio::test]
@@ -351,7 +360,10 @@ async fn oversized_client_event_is_refused() {
     let big = "x".repeat(11 * 1024);
     c.send(json!({"event": "client-big", "channel": "private-big", "data": big}))
         .await;
-    assert_eq!(c.recv().await["event"], "pusher:error");
+    assert_eq!(
+        c.recv().await,
+        json!({"event": "pusher:error", "data": {"message": "Client event data is too large", "code": null}})
+    );
 }
 
 #[tokio::test]
@@ -391,7 +403,9 @@ async fn slow_consumers_are_cut_off_without_holding_back_others() {
     const EVENTS: usize = 2000;
     let server = TestServer::with(|c| {
         c.server.outbox_capacity = 64;
-        c.server.write_timeout_secs = 2;
+        // Long enough that the close, queued behind what the slow client has not read,
+        // still reaches it once it reads again.
+        c.server.write_timeout_secs = 30;
         c.history.max_messages = 10;
     })
     .await;
@@ -423,22 +437,31 @@ async fn slow_consumers_are_cut_off_without_holding_back_others() {
         .await
         .unwrap()
         .unwrap();
-    // The slow client was disconnected before it got everything.
+    // The slow client was disconnected as a slow consumer (4100) before it got
+    // everything: what was queued, then pusher:error 4100, then the close frame.
     let mut got = 0;
-    loop {
+    let mut error = None;
+    let code = loop {
         match tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut slow.ws)).await {
             Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t)))) => {
                 let v: Value = serde_json::from_str(&t).unwrap();
-                if v["event"] == "e" {
-                    got += 1;
+                match v["event"].as_str() {
+                    Some("e") => got += 1,
+                    Some("pusher:error") => error = Some(v),
+                    _ => {}
                 }
             }
-            Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_))))
-            | Ok(None)
-            | Ok(Some(Err(_))) => break,
+            Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Close(frame)))) => {
+                break frame.map(|f| u16::from(f.code));
+            }
             Ok(Some(Ok(_))) => {}
-            Err(_) => panic!("slow client neither closed nor fed"),
+            other => panic!("slow client ended without a close frame: {other:?}"),
         }
-    }
+    };
+    assert_eq!(code, Some(4100));
+    assert_eq!(
+        error.expect("pusher:error before the close")["data"]["code"],
+        4100
+    );
     assert!(got < EVENTS, "slow client got everything ({got})");
 }
