@@ -40,15 +40,7 @@ async fn stalled_subscriber(server: &TestServer, channel: &str, since: &str) -> 
 /// No event announces a server-side close to a client that is not reading, so this
 /// polls the server's own count.
 async fn connections_become(server: &TestServer, n: u64, within: Duration) -> u64 {
-    let app = server
-        .running
-        .as_ref()
-        .unwrap()
-        .node
-        .apps()
-        .by_id(APP)
-        .unwrap()
-        .clone();
+    let app = server.dev_app();
     let deadline = tokio::time::Instant::now() + within;
     let mut peak = proc_status_kib("VmRSS:");
     while app.connection_count() != n {

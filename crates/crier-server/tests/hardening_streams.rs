@@ -40,15 +40,7 @@ async fn a_stalled_sse_resume_holds_a_page_and_a_reader_gets_every_message() {
     })
     .await;
     let since = publish_busy(&server, "busy", BUSY).await;
-    let app = server
-        .running
-        .as_ref()
-        .unwrap()
-        .node
-        .apps()
-        .by_id(APP)
-        .unwrap()
-        .clone();
+    let app = server.dev_app();
     let before = proc_status_kib("VmRSS:");
     let mut stalled = Vec::new();
     for _ in 0..8 {

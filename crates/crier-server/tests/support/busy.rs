@@ -1,7 +1,7 @@
 //! A busy channel for the replay tests: many large messages published in process (the
 //! HTTP API would take most of a test's time), and the process's own memory figures.
 
-use super::{TestServer, APP};
+use super::TestServer;
 use crier_core::publish::EventRequest;
 use serde_json::Value;
 
@@ -19,8 +19,8 @@ pub fn data_of(i: usize) -> String {
 
 /// Publishes `n` messages; returns the cursor just before the first one.
 pub async fn publish_busy(server: &TestServer, channel: &str, n: usize) -> String {
-    let node = &server.running.as_ref().unwrap().node;
-    let app = node.apps().by_id(APP).unwrap().clone();
+    let node = server.node();
+    let app = server.dev_app();
     let mut since = None;
     for start in (0..n).step_by(100) {
         let requests = (start..(start + 100).min(n))

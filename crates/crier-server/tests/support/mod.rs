@@ -110,6 +110,16 @@ impl TestServer {
         }
     }
 
+    /// The in-process node, for tests that publish or count without the wire.
+    pub fn node(&self) -> &std::sync::Arc<crier_core::Node> {
+        &self.running.as_ref().expect("server is running").node
+    }
+
+    /// The development app as the running node holds it.
+    pub fn dev_app(&self) -> std::sync::Arc<crier_core::App> {
+        self.node().apps().by_id(APP).expect("the dev app").clone()
+    }
+
     pub fn api(&self) -> Api {
         Api {
             base: format!("http://{}", self.addr),
