@@ -93,6 +93,17 @@ impl App {
             .is_ok()
     }
 
+    /// Counts a new connection unless this node's connections plus `elsewhere` (the
+    /// app's connections on other nodes) reach the limit.
+    pub(crate) fn try_add_connection_beside(&self, elsewhere: u64) -> bool {
+        let max = self.limits.max_connections;
+        self.connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (max == 0 || n + elsewhere < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
     pub(crate) fn remove_connection(&self) {
         self.connections.fetch_sub(1, Ordering::AcqRel);
     }

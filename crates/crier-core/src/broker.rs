@@ -67,13 +67,16 @@ pub trait Deliver: Send + Sync + 'static {
 /// - **Interest** is counted per node: the node receives a channel's messages while it
 ///   has called `subscribe` for it more times than `unsubscribe`, exactly once each.
 /// - **Occupancy** is the cluster's: a channel is occupied while any node subscribes
-///   to or holds it. Exactly one `subscribe`/`hold` call in the cluster reports that it
-///   occupied the channel, and one `unsubscribe`/`release` that it vacated it, so the
-///   webhooks fire once. Subscription counts are summed over nodes, and so is each
-///   app's connection count that `max_connections` limits.
+///   to or holds it. The broker tells its [`crate::events::ChannelObserver`] `Occupied` and `Vacated`
+///   once per transition for the whole cluster, so the webhooks fire once. Subscription
+///   counts are summed over nodes, and so is each app's connection count that
+///   `max_connections` limits.
 /// - **Ephemeral** frames (client events, presence changes) are not stored and have no
 ///   id; they reach every node with interest, except the sending socket, named by its
 ///   socket id, which is unique across the cluster.
+/// - Calls that return nothing (`unsubscribe`, `hold`, `release`, `publish_ephemeral`,
+///   `disconnect`) take effect in the order they were made, soon after they return:
+///   they are called where a connection ends, which cannot wait for a backend.
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
     /// Gives each message its id, stores it, and delivers it (see the contract).
@@ -93,28 +96,42 @@ pub trait Broker: Send + Sync + 'static {
     );
 
     /// One more local subscriber wants `channel`'s messages; returns once they will be
-    /// delivered, and whether this occupied the channel in the cluster.
+    /// delivered.
+    ///
+    /// # Errors
+    /// The broker's backend is unreachable; the interest was not taken.
+    async fn subscribe(&self, app: &Arc<str>, channel: &ChannelName) -> Result<(), BrokerError>;
+
+    /// Drops one `subscribe`.
+    fn unsubscribe(&self, app: &Arc<str>, channel: &ChannelName);
+
+    /// Keeps `channel` occupied without receiving it (a presence member between
+    /// long-polls).
+    fn hold(&self, app: &Arc<str>, channel: &ChannelName);
+
+    /// Ends one `hold`.
+    fn release(&self, app: &Arc<str>, channel: &ChannelName);
+
+    /// Subscriptions to `channel` in the cluster, or `None` when it is not occupied.
     ///
     /// # Errors
     /// The broker's backend is unreachable.
-    async fn subscribe(&self, app: &Arc<str>, channel: &ChannelName) -> Result<bool, BrokerError>;
-
-    /// Drops one `subscribe`; returns whether this vacated the channel in the cluster.
-    fn unsubscribe(&self, app: &str, channel: &ChannelName) -> bool;
-
-    /// Keeps `channel` occupied without receiving it (a presence member between
-    /// long-polls); returns whether this occupied it in the cluster.
-    fn hold(&self, app: &Arc<str>, channel: &ChannelName) -> bool;
-
-    /// Ends one `hold`; returns whether this vacated the channel in the cluster.
-    fn release(&self, app: &str, channel: &ChannelName) -> bool;
-
-    /// Subscriptions to `channel` in the cluster, or `None` when it is not occupied.
-    fn subscription_count(&self, app: &str, channel: &ChannelName) -> Option<usize>;
+    async fn subscription_count(
+        &self,
+        app: &str,
+        channel: &ChannelName,
+    ) -> Result<Option<usize>, BrokerError>;
 
     /// Every occupied channel of `app` whose name starts with `prefix`, with its
     /// subscriptions in the cluster, sorted by name.
-    fn channels(&self, app: &str, prefix: &str) -> Vec<(ChannelName, usize)>;
+    ///
+    /// # Errors
+    /// The broker's backend is unreachable.
+    async fn channels(
+        &self,
+        app: &str,
+        prefix: &str,
+    ) -> Result<Vec<(ChannelName, usize)>, BrokerError>;
 
     /// Closes every connection subscribed to `channel`, on every node.
     fn disconnect(&self, app: &str, channel: &ChannelName, reason: &Disconnect);

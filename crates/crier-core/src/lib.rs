@@ -15,6 +15,8 @@ pub mod outbox;
 pub mod position;
 pub mod presence;
 pub mod publish;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod session;
 pub mod stream;
 

@@ -14,7 +14,7 @@ use crate::hub::{ConnId, Hub};
 use crate::message::{NewMessage, Published};
 use crate::outbox::Disconnect;
 use crate::position::StreamPosition;
-use crate::presence::{MemoryPresence, Presence};
+use crate::presence::{MemoryPresence, Presence, PresenceError};
 use crate::publish::{EventRequest, PublishError};
 use bytes::Bytes;
 use crier_protocol::{ChannelName, ErrorCode};
@@ -64,6 +64,8 @@ pub enum SubscribeError {
     PresenceFull,
     #[error(transparent)]
     Broker(#[from] BrokerError),
+    #[error(transparent)]
+    Presence(#[from] PresenceError),
 }
 
 /// Counts for the channel query API.

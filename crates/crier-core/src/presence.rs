@@ -8,6 +8,7 @@ pub mod memory;
 #[cfg(test)]
 mod conformance;
 
+use async_trait::async_trait;
 use crier_protocol::frames::PresenceData;
 use crier_protocol::ChannelName;
 use std::collections::HashMap;
@@ -18,33 +19,52 @@ pub use memory::MemoryPresence;
 /// The members of presence channels, across the cluster. A membership is held by a
 /// `holder`: the socket id of the connection (unique across nodes), or of a long-poll
 /// client's lease between its requests.
+///
+/// A backend that cannot be reached makes `join` fail and the queries answer with
+/// what they have (empty); a `leave` that cannot be made is made by whoever removes
+/// the memberships of a node that stopped.
+#[async_trait]
 pub trait Presence: Send + Sync + 'static {
     /// Adds `holder` as a connection of `member.user_id`, unless that would make the
     /// channel exceed `member.max_members` users. [`Joined::NewMember`] is returned to
     /// exactly one holder per user and arrival, whichever node it is on.
-    fn join(
+    ///
+    /// # Errors
+    /// The presence backend is unreachable; nothing was joined.
+    async fn join(
         &self,
         app: &Arc<str>,
         channel: &ChannelName,
         holder: &Arc<str>,
         member: &PresenceJoin,
-    ) -> Joined;
+    ) -> Result<Joined, PresenceError>;
 
     /// Ends `holder`'s membership; returns the user when it was the user's last holder
     /// (announce `member_removed`), `None` otherwise or when `holder` held none.
-    fn leave(&self, app: &str, channel: &ChannelName, holder: &str) -> Option<Arc<str>>;
+    async fn leave(&self, app: &str, channel: &ChannelName, holder: &str) -> Option<Arc<str>>;
 
     /// The members (user id and info), sorted by user id.
-    fn members(&self, app: &str, channel: &ChannelName) -> Vec<(Arc<str>, serde_json::Value)>;
+    async fn members(&self, app: &str, channel: &ChannelName)
+        -> Vec<(Arc<str>, serde_json::Value)>;
 
     /// How many users are on the channel.
-    fn user_count(&self, app: &str, channel: &ChannelName) -> usize;
+    async fn user_count(&self, app: &str, channel: &ChannelName) -> usize;
 
     /// Whether `join` would admit `user_id` now (a member already, or room for one
     /// more). A join racing this check can still find the channel full.
-    fn has_room(&self, app: &str, channel: &ChannelName, user_id: &str, max_members: usize)
-        -> bool;
+    async fn has_room(
+        &self,
+        app: &str,
+        channel: &ChannelName,
+        user_id: &str,
+        max_members: usize,
+    ) -> bool;
 }
+
+/// The presence backend could not be reached.
+#[derive(Debug, thiserror::Error)]
+#[error("presence unavailable: {0}")]
+pub struct PresenceError(pub String);
 
 /// Presence data for a subscription.
 pub struct PresenceJoin {

@@ -138,6 +138,9 @@ impl Stream {
                 .map_err(|e| match e {
                     SubscribeError::PresenceFull => StreamError::PresenceFull(channel.clone()),
                     SubscribeError::Broker(e) => StreamError::Broker(e),
+                    SubscribeError::Presence(e) => {
+                        StreamError::Broker(BrokerError::Unavailable(e.to_string()))
+                    }
                 })?;
             stream.channels.push(channel.clone());
         }

@@ -25,4 +25,27 @@ impl ErrorCode {
     pub fn code(self) -> u16 {
         self as u16
     }
+
+    /// The code with this number, if it is one of ours.
+    pub fn from_code(code: u16) -> Option<Self> {
+        use ErrorCode::*;
+        [
+            SslOnly,
+            AppNotFound,
+            AppDisabled,
+            OverConnectionQuota,
+            PathNotFound,
+            InvalidVersionFormat,
+            UnsupportedProtocolVersion,
+            NoProtocolVersion,
+            Unauthorized,
+            OverCapacity,
+            GenericReconnect,
+            PongNotReceived,
+            ClosedAfterInactivity,
+            ClientEventRateLimit,
+        ]
+        .into_iter()
+        .find(|c| c.code() == code)
+    }
 }

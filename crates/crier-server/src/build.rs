@@ -73,7 +73,7 @@ pub fn node(config: &Config) -> anyhow::Result<(Arc<Node>, crate::webhooks::Webh
             config.server.data_dir.display()
         )
     })?;
-    let broker = MemoryBroker::new(hub.clone(), |on_commit| {
+    let broker = MemoryBroker::new(hub.clone(), Some(observer.clone()), |on_commit| {
         let history = DiskHistory::open(
             &config.server.data_dir.join("history"),
             policy,

@@ -5,6 +5,7 @@
 
 use super::{Broker, BrokerError, Deliver};
 use crate::app::App;
+use crate::events::{ChannelEvent, ChannelObserver};
 use crate::history::{CommitObserver, HistoryStore};
 use crate::message::{NewMessage, Published};
 use crate::outbox::Disconnect;
@@ -81,6 +82,7 @@ impl Channels {
 struct Local {
     channels: Channels,
     deliver: Arc<dyn Deliver>,
+    observer: Option<Arc<dyn ChannelObserver>>,
 }
 
 impl Local {
@@ -88,6 +90,17 @@ impl Local {
         self.channels
             .get(app, channel)
             .is_some_and(|h| h.subscribers > 0)
+    }
+
+    fn occupancy(&self, app: &Arc<str>, channel: &ChannelName, changed: bool, occupied: bool) {
+        if let (true, Some(o)) = (changed, &self.observer) {
+            let event = if occupied {
+                ChannelEvent::Occupied(channel.clone())
+            } else {
+                ChannelEvent::Vacated(channel.clone())
+            };
+            o.on_event(app, event);
+        }
     }
 }
 
@@ -108,18 +121,21 @@ pub struct MemoryBroker {
 }
 
 impl MemoryBroker {
-    /// A broker delivering into `deliver`, over the history `open_history` opens with
-    /// the commit observer it is given (so the store cannot be wired to anything else).
+    /// A broker delivering into `deliver` and telling `observer` of occupancy, over
+    /// the history `open_history` opens with the commit observer it is given (so the
+    /// store cannot be wired to anything else).
     ///
     /// # Errors
     /// Whatever `open_history` fails with.
     pub fn new<E>(
         deliver: Arc<dyn Deliver>,
+        observer: Option<Arc<dyn ChannelObserver>>,
         open_history: impl FnOnce(Arc<dyn CommitObserver>) -> Result<Arc<dyn HistoryStore>, E>,
     ) -> Result<Self, E> {
         let local = Arc::new(Local {
             channels: Channels::default(),
             deliver,
+            observer,
         });
         let history = open_history(local.clone())?;
         Ok(Self { history, local })
@@ -148,36 +164,49 @@ impl Broker for MemoryBroker {
         }
     }
 
-    async fn subscribe(&self, app: &Arc<str>, channel: &ChannelName) -> Result<bool, BrokerError> {
-        Ok(self
+    async fn subscribe(&self, app: &Arc<str>, channel: &ChannelName) -> Result<(), BrokerError> {
+        let occupied = self
             .local
             .channels
-            .add(app, channel, |h| h.subscribers += 1))
+            .add(app, channel, |h| h.subscribers += 1);
+        self.local.occupancy(app, channel, occupied, true);
+        Ok(())
     }
 
-    fn unsubscribe(&self, app: &str, channel: &ChannelName) -> bool {
-        self.local.channels.remove(app, channel, |h| {
+    fn unsubscribe(&self, app: &Arc<str>, channel: &ChannelName) {
+        let vacated = self.local.channels.remove(app, channel, |h| {
             h.subscribers = h.subscribers.checked_sub(1)?;
             Some(())
-        })
+        });
+        self.local.occupancy(app, channel, vacated, false);
     }
 
-    fn hold(&self, app: &Arc<str>, channel: &ChannelName) -> bool {
-        self.local.channels.add(app, channel, |h| h.members += 1)
+    fn hold(&self, app: &Arc<str>, channel: &ChannelName) {
+        let occupied = self.local.channels.add(app, channel, |h| h.members += 1);
+        self.local.occupancy(app, channel, occupied, true);
     }
 
-    fn release(&self, app: &str, channel: &ChannelName) -> bool {
-        self.local.channels.remove(app, channel, |h| {
+    fn release(&self, app: &Arc<str>, channel: &ChannelName) {
+        let vacated = self.local.channels.remove(app, channel, |h| {
             h.members = h.members.checked_sub(1)?;
             Some(())
-        })
+        });
+        self.local.occupancy(app, channel, vacated, false);
     }
 
-    fn subscription_count(&self, app: &str, channel: &ChannelName) -> Option<usize> {
-        self.local.channels.get(app, channel).map(|h| h.subscribers)
+    async fn subscription_count(
+        &self,
+        app: &str,
+        channel: &ChannelName,
+    ) -> Result<Option<usize>, BrokerError> {
+        Ok(self.local.channels.get(app, channel).map(|h| h.subscribers))
     }
 
-    fn channels(&self, app: &str, prefix: &str) -> Vec<(ChannelName, usize)> {
+    async fn channels(
+        &self,
+        app: &str,
+        prefix: &str,
+    ) -> Result<Vec<(ChannelName, usize)>, BrokerError> {
         let apps = self.local.channels.0.read();
         let mut out: Vec<(ChannelName, usize)> = apps
             .get(app)
@@ -188,7 +217,7 @@ impl Broker for MemoryBroker {
             .collect();
         drop(apps);
         out.sort_by(|a, b| a.0.cmp(&b.0));
-        out
+        Ok(out)
     }
 
     fn disconnect(&self, app: &str, channel: &ChannelName, reason: &Disconnect) {

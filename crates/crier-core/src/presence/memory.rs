@@ -1,7 +1,8 @@
 //! Presence kept in this process: one roster per channel, for a node that is the whole
 //! cluster.
 
-use super::{Joined, Presence, PresenceJoin, Roster};
+use super::{Joined, Presence, PresenceError, PresenceJoin, Roster};
+use async_trait::async_trait;
 use crier_protocol::ChannelName;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -33,19 +34,20 @@ impl MemoryPresence {
     }
 }
 
+#[async_trait]
 impl Presence for MemoryPresence {
-    fn join(
+    async fn join(
         &self,
         app: &Arc<str>,
         channel: &ChannelName,
         holder: &Arc<str>,
         member: &PresenceJoin,
-    ) -> Joined {
+    ) -> Result<Joined, PresenceError> {
         let mut channels = self.channels.lock();
         let key = (app.clone(), channel.clone());
         let entry = channels.entry(key.clone()).or_default();
         if entry.holders.contains_key(holder) {
-            return Joined::AnotherConnection;
+            return Ok(Joined::AnotherConnection);
         }
         let joined = entry.roster.join(
             &member.user_id,
@@ -59,10 +61,10 @@ impl Presence for MemoryPresence {
         } else {
             entry.holders.insert(holder.clone(), member.user_id.clone());
         }
-        joined
+        Ok(joined)
     }
 
-    fn leave(&self, app: &str, channel: &ChannelName, holder: &str) -> Option<Arc<str>> {
+    async fn leave(&self, app: &str, channel: &ChannelName, holder: &str) -> Option<Arc<str>> {
         let mut channels = self.channels.lock();
         let key = (Arc::from(app), channel.clone());
         let entry = channels.get_mut(&key)?;
@@ -74,16 +76,20 @@ impl Presence for MemoryPresence {
         left.then_some(user)
     }
 
-    fn members(&self, app: &str, channel: &ChannelName) -> Vec<(Arc<str>, serde_json::Value)> {
+    async fn members(
+        &self,
+        app: &str,
+        channel: &ChannelName,
+    ) -> Vec<(Arc<str>, serde_json::Value)> {
         self.with(app, channel, |c| c.roster.members())
             .unwrap_or_default()
     }
 
-    fn user_count(&self, app: &str, channel: &ChannelName) -> usize {
+    async fn user_count(&self, app: &str, channel: &ChannelName) -> usize {
         self.with(app, channel, |c| c.roster.len()).unwrap_or(0)
     }
 
-    fn has_room(
+    async fn has_room(
         &self,
         app: &str,
         channel: &ChannelName,

@@ -160,6 +160,7 @@ impl Session {
                 Refusal::new("LimitReached", "presence channel is full", 403)
             }
             SubscribeError::Broker(e) => Refusal::new("Unavailable", e.to_string(), 503),
+            SubscribeError::Presence(e) => Refusal::new("Unavailable", e.to_string(), 503),
         })?;
         self.channels
             .insert(channel.clone(), Membership { presence_user });

@@ -17,7 +17,7 @@ fn node(max_channels: usize) -> (Arc<Node>, Arc<App>) {
         ..Retention::default()
     });
     let broker = Arc::new(
-        MemoryBroker::new(hub.clone(), |on_commit| {
+        MemoryBroker::new(hub.clone(), None, |on_commit| {
             Ok::<Arc<dyn HistoryStore>, std::convert::Infallible>(Arc::new(MemoryHistory::new(
                 retention, on_commit,
             )))

@@ -43,7 +43,12 @@ pub(super) async fn list(
         }
     }
     let mut channels = Map::new();
-    for stats in state.node.channels(&signed.app.id, prefix) {
+    let occupied = state
+        .node
+        .channels(&signed.app.id, prefix)
+        .await
+        .map_err(|e| ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    for stats in occupied {
         let mut entry = Map::new();
         if attrs.contains(&"user_count") {
             entry.insert("user_count".into(), json!(stats.user_count));
@@ -65,7 +70,11 @@ pub(super) async fn show(
 ) -> Result<Json<Value>, ApiError> {
     let signed = authenticate(&state, &app_id, &method, &uri, &[])?;
     let channel = parse_channel(&channel)?;
-    let stats = state.node.channel_stats(&signed.app.id, &channel);
+    let stats = state
+        .node
+        .channel_stats(&signed.app.id, &channel)
+        .await
+        .map_err(|e| ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     let mut out = Map::new();
     out.insert("occupied".into(), json!(stats.is_some()));
     for attr in attributes(query_value(&signed.query, "info")) {
@@ -136,6 +145,7 @@ pub(super) async fn users(
     let users: Vec<Value> = state
         .node
         .members(&signed.app.id, &channel)
+        .await
         .into_iter()
         .map(|id| json!({ "id": id }))
         .collect();

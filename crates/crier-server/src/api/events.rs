@@ -61,7 +61,7 @@ fn parse_info(info: Option<&str>) -> Result<Vec<InfoAttr>, ApiError> {
 
 /// The requested attributes of each channel of one published event (`None` when
 /// nothing was requested). The channels were validated by the publish.
-fn channel_info(
+async fn channel_info(
     state: &AppState,
     app: &App,
     attrs: &[InfoAttr],
@@ -75,7 +75,13 @@ fn channel_info(
         let Ok(channel) = ChannelName::parse(name) else {
             continue;
         };
-        let stats = state.node.channel_stats(&app.id, &channel);
+        // The publish is done: counts that cannot be read are reported as none
+        // rather than failing it.
+        let stats = state
+            .node
+            .channel_stats(&app.id, &channel)
+            .await
+            .unwrap_or_default();
         let mut entry = Map::new();
         for attr in attrs {
             match attr {
@@ -122,7 +128,7 @@ pub(super) async fn publish(
         .publish(&signed.app, vec![req])
         .await
         .map_err(publish_error)?;
-    let body = match channel_info(&state, &signed.app, &attrs, &channels) {
+    let body = match channel_info(&state, &signed.app, &attrs, &channels).await {
         Some(info) => json!({ "channels": info }),
         None => json!({}),
     };
@@ -161,7 +167,7 @@ pub(super) async fn publish_batch(
     }
     let mut out = Vec::new();
     for (attrs, channels) in infos {
-        let attrs = channel_info(&state, &signed.app, &attrs, &channels);
+        let attrs = channel_info(&state, &signed.app, &attrs, &channels).await;
         // Pusher answers one object per event, holding the single channel's attributes.
         let entry = attrs
             .and_then(|v| v.as_object().and_then(|m| m.values().next().cloned()))

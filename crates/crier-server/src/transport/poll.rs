@@ -36,7 +36,7 @@ pub struct PollLeases {
 
 impl PollLeases {
     /// Joins or renews `member` on each presence channel until `until`.
-    fn renew(
+    async fn renew(
         &self,
         node: &Node,
         app: &Arc<App>,
@@ -44,13 +44,12 @@ impl PollLeases {
         member: &StreamMember,
         until: Instant,
     ) -> Result<(), ChannelName> {
-        let mut leases = self.leases.lock();
         for channel in channels
             .iter()
             .filter(|c| c.kind() == ChannelKind::Presence)
         {
             let key = (app.id.clone(), channel.clone(), member.user_id.clone());
-            if let Some(lease) = leases.get_mut(&key) {
+            if let Some(lease) = self.leases.lock().get_mut(&key) {
                 lease.1 = lease.1.max(until);
                 continue;
             }
@@ -61,8 +60,18 @@ impl PollLeases {
                 max_members: app.limits.max_presence_members,
             };
             node.join_member(&app.id, channel, &holder, join)
+                .await
                 .map_err(|_| channel.clone())?;
-            leases.insert(key, (holder, until));
+            // A concurrent poll of the same member may have joined meanwhile: keep one
+            // lease, and end the other's membership.
+            let mut leases = self.leases.lock();
+            if let Some(lease) = leases.get_mut(&key) {
+                lease.1 = lease.1.max(until);
+                drop(leases);
+                node.leave_member(&app.id, channel, &holder);
+            } else {
+                leases.insert(key, (holder, until));
+            }
         }
         Ok(())
     }
@@ -132,7 +141,7 @@ pub(crate) async fn handle(
     Query(query): Query<StreamQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let admitted = match admit(&state, &key, &query, &headers, query.cursor.as_deref()) {
+    let admitted = match admit(&state, &key, &query, &headers, query.cursor.as_deref()).await {
         Ok(a) => a,
         Err(e) => return e.into_response(),
     };
@@ -169,13 +178,17 @@ pub(crate) async fn handle(
     if let Some(member) = &admitted.member {
         let grace = Duration::from_secs(state.config.server.poll_presence_grace_secs);
         let until = Instant::now() + timeout + grace;
-        if let Err(channel) = state.poll_leases.renew(
-            &state.node,
-            &admitted.app,
-            &admitted.channels,
-            member,
-            until,
-        ) {
+        if let Err(channel) = state
+            .poll_leases
+            .renew(
+                &state.node,
+                &admitted.app,
+                &admitted.channels,
+                member,
+                until,
+            )
+            .await
+        {
             let full = crier_core::stream::StreamError::PresenceFull(channel);
             return super::stream_request::open_failed(&full, admitted.cors).into_response();
         }

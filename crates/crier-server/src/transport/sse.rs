@@ -39,7 +39,7 @@ pub(crate) async fn handle(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
         .or_else(|| query.last_event_id.clone());
-    let admitted = match admit(&state, &key, &query, &headers, last_id.as_deref()) {
+    let admitted = match admit(&state, &key, &query, &headers, last_id.as_deref()).await {
         Ok(a) => a,
         Err(e) => return e.into_response(),
     };

@@ -159,7 +159,7 @@ pub(crate) fn unknown_key(key: &str, headers: &HeaderMap) -> StreamError {
 }
 
 /// Checks everything SPEC §4 requires before a stream starts.
-pub(crate) fn admit(
+pub(crate) async fn admit(
     state: &AppState,
     key: &str,
     query: &StreamQuery,
@@ -239,7 +239,11 @@ pub(crate) fn admit(
                 .iter()
                 .filter(|c| c.kind() == ChannelKind::Presence)
             {
-                if !state.node.presence_has_room(&app.id, channel, &sub, max) {
+                if !state
+                    .node
+                    .presence_has_room(&app.id, channel, &sub, max)
+                    .await
+                {
                     return Err(with_cors(StreamError::new(
                         StatusCode::FORBIDDEN,
                         format!("presence channel {channel} is full"),

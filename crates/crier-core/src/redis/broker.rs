@@ -1,0 +1,427 @@
+//! The Redis broker: the node's window on a cluster of nodes sharing one Redis.
+
+use super::codec;
+use super::dispatch::{Dispatcher, Entry, Interest};
+use super::history::RedisHistory;
+use super::membership::{Heartbeat, LocalShares};
+use super::presence::RedisPresence;
+use super::scripts;
+use super::{RedisSettings, Shared};
+use crate::app::{App, AppRegistry};
+use crate::broker::{Broker, BrokerError, Deliver, Unhealthy};
+use crate::events::{ChannelEvent, ChannelObserver};
+use crate::history::HistoryStore;
+use crate::message::{NewMessage, Published};
+use crate::outbox::Disconnect;
+use async_trait::async_trait;
+use bytes::Bytes;
+use crier_protocol::ChannelName;
+use redis::{AsyncCommands, PushInfo};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+/// A change of this node's share of a channel, written in the order it was made.
+pub(crate) struct CountChange {
+    pub app: Arc<str>,
+    pub channel: ChannelName,
+    pub subscriptions: i64,
+    pub holds: i64,
+    /// The topic to unsubscribe from, when this ended the node's interest.
+    pub unsubscribe: Option<String>,
+}
+
+/// What ends up announcing occupancy: the observer, behind one call.
+#[derive(Clone)]
+pub(crate) struct Announcer {
+    pub observer: Option<Arc<dyn ChannelObserver>>,
+}
+
+impl Announcer {
+    pub(crate) fn occupancy(&self, app: &Arc<str>, channel: ChannelName, change: i64) {
+        let Some(o) = &self.observer else { return };
+        match change {
+            1 => o.on_event(app, ChannelEvent::Occupied(channel)),
+            -1 => o.on_event(app, ChannelEvent::Vacated(channel)),
+            _ => {}
+        }
+    }
+
+    pub(crate) fn event(&self, app: &Arc<str>, event: ChannelEvent) {
+        if let Some(o) = &self.observer {
+            o.on_event(app, event);
+        }
+    }
+}
+
+pub struct RedisBroker {
+    shared: Arc<Shared>,
+    history: Arc<dyn HistoryStore>,
+    interest: Arc<Interest>,
+    shares: Arc<LocalShares>,
+    /// Serializes taking and dropping a topic, so that a drop written late cannot
+    /// unsubscribe a topic taken again meanwhile.
+    topics: Arc<tokio::sync::Mutex<()>>,
+    counts: UnboundedSender<CountChange>,
+    frames: UnboundedSender<(String, Vec<u8>)>,
+    announcer: Announcer,
+    /// Each app's connections on the other nodes, as of the last heartbeat.
+    elsewhere: Arc<HashMap<Arc<str>, AtomicU64>>,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl Drop for RedisBroker {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl RedisBroker {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn start(
+        shared: Arc<Shared>,
+        history: Arc<RedisHistory>,
+        presence: RedisPresence,
+        apps: &AppRegistry,
+        deliver: Arc<dyn Deliver>,
+        observer: Option<Arc<dyn ChannelObserver>>,
+        pushes: UnboundedReceiver<PushInfo>,
+        settings: &RedisSettings,
+    ) -> Self {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let interest = Arc::new(Interest::default());
+        let shares = Arc::new(LocalShares::default());
+        let topics = Arc::new(tokio::sync::Mutex::new(()));
+        let announcer = Announcer { observer };
+        let elsewhere: Arc<HashMap<Arc<str>, AtomicU64>> = Arc::new(
+            apps.iter()
+                .map(|a| (a.id.clone(), AtomicU64::new(0)))
+                .collect(),
+        );
+        let (control_tx, control_rx) = unbounded_channel();
+        let link_dropped = Arc::new(AtomicBool::new(false));
+        let dispatcher = Dispatcher {
+            interest: interest.clone(),
+            history: history.clone(),
+            deliver,
+            link_dropped: link_dropped.clone(),
+        };
+        spawn_until(&stop, dispatcher.run(pushes, control_rx));
+        let (counts, counts_rx) = unbounded_channel();
+        spawn_until(
+            &stop,
+            write_counts(
+                shared.clone(),
+                interest.clone(),
+                topics.clone(),
+                announcer.clone(),
+                counts_rx,
+            ),
+        );
+        let (frames, frames_rx) = unbounded_channel();
+        spawn_until(&stop, write_frames(shared.clone(), frames_rx));
+        let heartbeat = Heartbeat {
+            shared: shared.clone(),
+            apps: apps.iter().cloned().collect(),
+            shares: shares.clone(),
+            presence,
+            announcer: announcer.clone(),
+            frames: frames.clone(),
+            elsewhere: elsewhere.clone(),
+            catch_up: control_tx,
+            link_dropped,
+            every: settings.heartbeat,
+            node_timeout: settings.node_timeout,
+        };
+        spawn_until(&stop, heartbeat.run());
+        Self {
+            shared,
+            history,
+            interest,
+            shares,
+            topics,
+            counts,
+            frames,
+            announcer,
+            elsewhere,
+            stop,
+        }
+    }
+
+    /// This node's id in Redis (its heartbeat and shares are filed under it).
+    pub fn node_id(&self) -> &str {
+        &self.shared.node_id
+    }
+
+    fn unavailable(&self, what: &str, e: &redis::RedisError) -> BrokerError {
+        self.shared.failed(what, e);
+        BrokerError::Unavailable(format!("redis: {e}"))
+    }
+
+    fn change(&self, app: &Arc<str>, channel: &ChannelName, subscriptions: i64, holds: i64) {
+        self.shares.add(app, channel, subscriptions, holds);
+        let unsubscribe = (subscriptions < 0)
+            .then(|| self.shared.keys.topic(app, channel))
+            .filter(|topic| self.interest.remove_one(topic));
+        let _ = self.counts.send(CountChange {
+            app: app.clone(),
+            channel: channel.clone(),
+            subscriptions,
+            holds,
+            unsubscribe,
+        });
+    }
+
+    /// Takes a topic this node does not receive yet: reads where the channel stands,
+    /// then subscribes; a message published between the two arrives with an offset
+    /// past it, and the dispatcher reads the difference from history.
+    async fn take_topic(
+        &self,
+        app: &Arc<str>,
+        channel: &ChannelName,
+        topic: &str,
+    ) -> Result<(), BrokerError> {
+        let _taking = self.topics.lock().await;
+        if self.interest.add_to_existing(topic) {
+            return Ok(());
+        }
+        let tip = self.history.tip(app, channel).await?;
+        self.interest.insert(
+            topic,
+            Entry {
+                app: app.clone(),
+                channel: channel.clone(),
+                count: 1,
+                epoch: tip.epoch,
+                delivered: tip.offset,
+            },
+        );
+        let mut subscriber = self.shared.subscriber.clone();
+        if let Err(e) = subscriber.subscribe(topic).await {
+            self.interest.remove_one(topic);
+            return Err(self.unavailable("subscribe", &e));
+        }
+        Ok(())
+    }
+}
+
+fn spawn_until(
+    stop: &tokio_util::sync::CancellationToken,
+    task: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = task => {}
+            () = stop.cancelled() => {}
+        }
+    });
+}
+
+/// Writes count changes in the order they were made, and announces what they did to
+/// the channel's occupancy in the cluster.
+async fn write_counts(
+    shared: Arc<Shared>,
+    interest: Arc<Interest>,
+    topics: Arc<tokio::sync::Mutex<()>>,
+    announcer: Announcer,
+    mut changes: UnboundedReceiver<CountChange>,
+) {
+    while let Some(change) = changes.recv().await {
+        let keys = &shared.keys;
+        let mut conn = shared.commands();
+        let result: Result<i64, _> = scripts::COUNT
+            .key(keys.subscriptions(&change.app))
+            .key(keys.occupancy(&change.app))
+            .key(keys.node_counts(&change.app, &shared.node_id))
+            .arg(change.channel.as_str())
+            .arg(change.subscriptions)
+            .arg(change.holds)
+            .invoke_async(&mut conn)
+            .await;
+        match result {
+            Ok(occupancy) => announcer.occupancy(&change.app, change.channel, occupancy),
+            Err(e) => shared.failed("count", &e),
+        }
+        if let Some(topic) = change.unsubscribe {
+            let _dropping = topics.lock().await;
+            if !interest.contains(&topic) {
+                let mut subscriber = shared.subscriber.clone();
+                if let Err(e) = subscriber.unsubscribe(&topic).await {
+                    tracing::debug!(%topic, error = %e, "unsubscribe failed");
+                }
+            }
+        }
+    }
+}
+
+/// Publishes ephemeral frames and closes, in order, batching what is waiting.
+async fn write_frames(shared: Arc<Shared>, mut frames: UnboundedReceiver<(String, Vec<u8>)>) {
+    let mut batch = Vec::with_capacity(64);
+    while frames.recv_many(&mut batch, 256).await > 0 {
+        let mut conn = shared.commands();
+        let command = shared.commands.publish_command();
+        let result = if shared.commands.is_cluster() {
+            let mut result = Ok(());
+            for (topic, payload) in batch.drain(..) {
+                result = redis::cmd(command)
+                    .arg(topic)
+                    .arg(payload)
+                    .query_async::<()>(&mut conn)
+                    .await;
+            }
+            result
+        } else {
+            let mut pipe = redis::pipe();
+            for (topic, payload) in batch.drain(..) {
+                pipe.cmd(command).arg(topic).arg(payload).ignore();
+            }
+            pipe.query_async::<()>(&mut conn).await
+        };
+        if let Err(e) = result {
+            shared.failed("publish frame", &e);
+        }
+    }
+}
+
+#[async_trait]
+impl Broker for RedisBroker {
+    async fn publish(&self, batch: Vec<NewMessage>) -> Result<Vec<Arc<Published>>, BrokerError> {
+        let published = self.history.append(batch).await?;
+        metrics::counter!("crier_messages_published_total").increment(published.len() as u64);
+        Ok(published)
+    }
+
+    fn publish_ephemeral(
+        &self,
+        app: &str,
+        channel: &ChannelName,
+        frame: Bytes,
+        exclude: Option<&str>,
+    ) {
+        let topic = self.shared.keys.topic(app, channel);
+        let _ = self.frames.send((topic, codec::ephemeral(&frame, exclude)));
+    }
+
+    async fn subscribe(&self, app: &Arc<str>, channel: &ChannelName) -> Result<(), BrokerError> {
+        let topic = self.shared.keys.topic(app, channel);
+        if !self.interest.add_to_existing(&topic) {
+            self.take_topic(app, channel, &topic).await?;
+        }
+        self.shares.add(app, channel, 1, 0);
+        let keys = &self.shared.keys;
+        let mut conn = self.shared.commands();
+        let result: Result<i64, _> = scripts::COUNT
+            .key(keys.subscriptions(app))
+            .key(keys.occupancy(app))
+            .key(keys.node_counts(app, &self.shared.node_id))
+            .arg(channel.as_str())
+            .arg(1)
+            .arg(0)
+            .invoke_async(&mut conn)
+            .await;
+        match result {
+            Ok(occupancy) => self.announcer.occupancy(app, channel.clone(), occupancy),
+            // The interest is taken and the subscriber will get its messages; the
+            // count is put right by the next heartbeat.
+            Err(e) => self.shared.failed("count", &e),
+        }
+        Ok(())
+    }
+
+    fn unsubscribe(&self, app: &Arc<str>, channel: &ChannelName) {
+        self.change(app, channel, -1, 0);
+    }
+
+    fn hold(&self, app: &Arc<str>, channel: &ChannelName) {
+        self.change(app, channel, 0, 1);
+    }
+
+    fn release(&self, app: &Arc<str>, channel: &ChannelName) {
+        self.change(app, channel, 0, -1);
+    }
+
+    async fn subscription_count(
+        &self,
+        app: &str,
+        channel: &ChannelName,
+    ) -> Result<Option<usize>, BrokerError> {
+        let keys = &self.shared.keys;
+        let mut conn = self.shared.commands();
+        let occupied: Option<i64> = conn
+            .hget(keys.occupancy(app), channel.as_str())
+            .await
+            .map_err(|e| self.unavailable("channel query", &e))?;
+        if occupied.unwrap_or(0) <= 0 {
+            return Ok(None);
+        }
+        let subscriptions: Option<i64> = conn
+            .hget(keys.subscriptions(app), channel.as_str())
+            .await
+            .map_err(|e| self.unavailable("channel query", &e))?;
+        Ok(Some(
+            subscriptions.unwrap_or(0).max(0).unsigned_abs() as usize
+        ))
+    }
+
+    async fn channels(
+        &self,
+        app: &str,
+        prefix: &str,
+    ) -> Result<Vec<(ChannelName, usize)>, BrokerError> {
+        let keys = &self.shared.keys;
+        let mut conn = self.shared.commands();
+        let occupied: HashMap<String, i64> = conn
+            .hgetall(keys.occupancy(app))
+            .await
+            .map_err(|e| self.unavailable("channel query", &e))?;
+        let subscriptions: HashMap<String, i64> = conn
+            .hgetall(keys.subscriptions(app))
+            .await
+            .map_err(|e| self.unavailable("channel query", &e))?;
+        let mut out: Vec<(ChannelName, usize)> = occupied
+            .into_iter()
+            .filter(|(name, n)| *n > 0 && name.starts_with(prefix))
+            .filter_map(|(name, _)| {
+                let count = subscriptions.get(&name).copied().unwrap_or(0).max(0);
+                Some((
+                    ChannelName::parse(&name).ok()?,
+                    count.unsigned_abs() as usize,
+                ))
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    fn disconnect(&self, app: &str, channel: &ChannelName, reason: &Disconnect) {
+        let topic = self.shared.keys.topic(app, channel);
+        let _ = self
+            .frames
+            .send((topic, codec::close(reason.code.code(), &reason.message)));
+    }
+
+    fn add_connection(&self, app: &App) -> bool {
+        let elsewhere = self
+            .elsewhere
+            .get(&app.id)
+            .map_or(0, |n| n.load(Ordering::Acquire));
+        app.try_add_connection_beside(elsewhere)
+    }
+
+    fn remove_connection(&self, app: &App) {
+        app.remove_connection();
+    }
+
+    fn history(&self) -> &Arc<dyn HistoryStore> {
+        &self.history
+    }
+
+    fn health(&self) -> Result<(), Unhealthy> {
+        self.history.health().map_err(|why| Unhealthy {
+            component: "broker",
+            error: format!("redis unreachable: {why}"),
+        })
+    }
+}

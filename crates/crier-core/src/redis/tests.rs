@@ -1,0 +1,1 @@
+//! Cases only a cluster has: nodes that share one Redis.
