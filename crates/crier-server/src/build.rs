@@ -1,9 +1,11 @@
 //! Turns a validated [`Config`] into a running domain [`Node`]: apps, hub, history
-//! store and broker.
+//! store and broker (in memory over the embedded store, or Redis for a cluster).
 
-use crate::config::{AppConfig, Config, Fsync};
+use crate::config::{AppConfig, BrokerKind, Config, Fsync};
 use crier_core::app::Webhook;
 use crier_core::broker::MemoryBroker;
+use crier_core::events::ChannelObserver;
+use crier_core::redis::{RedisSettings, Target};
 use crier_core::history::disk::DiskHistory;
 use crier_core::history::{FsyncPolicy, HistoryStore, Retention, RetentionLookup};
 use crier_core::hub::Hub;
@@ -49,11 +51,15 @@ fn app_from_config(c: &AppConfig, config: &Config) -> App {
     app
 }
 
-/// Builds the node, opening the history under `server.data_dir`.
+/// Builds the node: with the memory broker over the history under
+/// `server.data_dir`, or with the Redis broker (history and presence in Redis).
 ///
 /// # Errors
-/// The history store cannot be opened (permissions, a locked or damaged directory).
-pub fn node(config: &Config) -> anyhow::Result<(Arc<Node>, crate::webhooks::WebhookSender)> {
+/// The history store cannot be opened (permissions, a locked or damaged directory), or
+/// Redis cannot be reached.
+pub async fn node(
+    config: &Config,
+) -> anyhow::Result<(Arc<Node>, crate::webhooks::WebhookSender)> {
     let apps = AppRegistry::new(config.apps.iter().map(|a| app_from_config(a, config)));
     let retention_by_app: std::collections::HashMap<String, Retention> = apps
         .iter()
@@ -63,6 +69,51 @@ pub fn node(config: &Config) -> anyhow::Result<(Arc<Node>, crate::webhooks::Webh
         Arc::new(move |id: &str| retention_by_app.get(id).copied().unwrap_or_default());
     let (observer, webhooks) = crate::webhooks::channel(&config.apps);
     let hub = Arc::new(Hub::new());
+    let settings = NodeSettings {
+        activity_timeout: Duration::from_secs(config.server.activity_timeout_secs),
+        pong_timeout: Duration::from_secs(config.server.pong_timeout_secs),
+        outbox_capacity: config.server.outbox_capacity,
+        write_timeout: Duration::from_secs(config.server.write_timeout_secs.max(1)),
+        ..NodeSettings::default()
+    };
+    let node = match config.broker.kind {
+        BrokerKind::Memory => {
+            let broker = memory_broker(config, hub.clone(), observer.clone(), retention)?;
+            Node::new(apps, hub, Arc::new(broker), settings)
+        }
+        BrokerKind::Redis => {
+            let b = &config.broker;
+            let (target, key) = if b.cluster.is_empty() {
+                (Target::Server(b.url.clone()), "broker.url")
+            } else {
+                (Target::Cluster(b.cluster.clone()), "broker.cluster")
+            };
+            let mut redis = RedisSettings::new(target);
+            redis.prefix.clone_from(&b.prefix);
+            redis.node_timeout = Duration::from_secs(b.node_timeout_secs);
+            redis.heartbeat = redis.node_timeout / 5;
+            let (broker, presence) = crier_core::redis::connect(
+                redis,
+                &apps,
+                retention,
+                hub.clone(),
+                Some(observer.clone()),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{key}: cannot reach Redis: {e}"))?;
+            tracing::info!(node = broker.node_id(), "joined the cluster through Redis");
+            Node::new(apps, hub, Arc::new(broker), settings).with_presence(Arc::new(presence))
+        }
+    };
+    Ok((Arc::new(node.with_observer(observer)), webhooks))
+}
+
+fn memory_broker(
+    config: &Config,
+    hub: Arc<Hub>,
+    observer: Arc<dyn ChannelObserver>,
+    retention: RetentionLookup,
+) -> anyhow::Result<MemoryBroker> {
     let policy = match config.history.fsync {
         Fsync::Always => FsyncPolicy::Always,
         Fsync::Grouped => FsyncPolicy::Grouped,
@@ -73,7 +124,7 @@ pub fn node(config: &Config) -> anyhow::Result<(Arc<Node>, crate::webhooks::Webh
             config.server.data_dir.display()
         )
     })?;
-    let broker = MemoryBroker::new(hub.clone(), Some(observer.clone()), |on_commit| {
+    MemoryBroker::new(hub, Some(observer), |on_commit| {
         let history = DiskHistory::open(
             &config.server.data_dir.join("history"),
             policy,
@@ -83,14 +134,5 @@ pub fn node(config: &Config) -> anyhow::Result<(Arc<Node>, crate::webhooks::Webh
         )
         .map_err(|e| anyhow::anyhow!("server.data_dir: cannot open history: {e}"))?;
         Ok::<Arc<dyn HistoryStore>, anyhow::Error>(Arc::new(history))
-    })?;
-    let settings = NodeSettings {
-        activity_timeout: Duration::from_secs(config.server.activity_timeout_secs),
-        pong_timeout: Duration::from_secs(config.server.pong_timeout_secs),
-        outbox_capacity: config.server.outbox_capacity,
-        write_timeout: Duration::from_secs(config.server.write_timeout_secs.max(1)),
-        ..NodeSettings::default()
-    };
-    let node = Node::new(apps, hub, Arc::new(broker), settings).with_observer(observer);
-    Ok((Arc::new(node), webhooks))
+    })
 }

@@ -272,7 +272,15 @@ pub enum BrokerKind {
 #[serde(deny_unknown_fields, default)]
 pub struct BrokerConfig {
     pub kind: BrokerKind,
+    /// One Redis server: `redis://` or `rediss://` (TLS), with user and password.
     pub url: String,
+    /// A Redis Cluster, by seed node URLs; used instead of `url` when not empty.
+    pub cluster: Vec<String>,
+    /// Prepended to every Redis key and topic, so deployments can share a Redis.
+    pub prefix: String,
+    /// A node silent this long is removed, with its presence members; nodes
+    /// heartbeat at a fifth of it.
+    pub node_timeout_secs: u64,
 }
 
 impl Default for BrokerConfig {
@@ -280,7 +288,44 @@ impl Default for BrokerConfig {
         Self {
             kind: BrokerKind::Memory,
             url: default_redis_url(),
+            cluster: Vec::new(),
+            prefix: "crier".into(),
+            node_timeout_secs: 15,
         }
+    }
+}
+
+impl BrokerConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let scheme_ok = |u: &str| u.starts_with("redis://") || u.starts_with("rediss://");
+        if self.cluster.is_empty() {
+            if !scheme_ok(&self.url) {
+                return Err(invalid(
+                    "broker.url",
+                    format!("{:?} is not a redis:// or rediss:// URL", self.url),
+                ));
+            }
+        } else if let Some(bad) = self.cluster.iter().find(|u| !scheme_ok(u)) {
+            return Err(invalid(
+                "broker.cluster",
+                format!("{bad:?} is not a redis:// or rediss:// URL"),
+            ));
+        }
+        if !(1..=300).contains(&self.node_timeout_secs) {
+            return Err(invalid("broker.node_timeout_secs", "must be 1 to 300"));
+        }
+        let prefix_ok = !self.prefix.is_empty()
+            && self
+                .prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b));
+        if !prefix_ok {
+            return Err(invalid(
+                "broker.prefix",
+                "must be letters, digits, '_', '-', '.' or ':'",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -324,7 +369,7 @@ pub struct Overrides {
     /// Largest HTTP request head in bytes, 431 beyond [server.max_header_bytes, default 65536].
     #[arg(long, env = "CRIER_MAX_HEADER_BYTES")]
     pub max_header_bytes: Option<usize>,
-    /// Broker kind [broker.kind]; "redis" is not available yet and is refused.
+    /// Broker kind [broker.kind]: "memory" (one node) or "redis" (a cluster of nodes).
     #[arg(long, env = "CRIER_BROKER", value_enum)]
     pub broker: Option<BrokerKind>,
     /// Broker URL [broker.url].
@@ -576,13 +621,7 @@ impl Config {
             ));
         }
         if self.broker.kind == BrokerKind::Redis {
-            // Starting anyway would make this node a server of its own behind the load
-            // balancer, silently: refused until the Redis broker exists.
-            return Err(invalid(
-                "broker.kind",
-                "\"redis\" is not available yet (the Redis broker is being built); \
-                 use \"memory\": one node per app until then",
-            ));
+            self.broker.validate()?;
         }
         Ok(())
     }

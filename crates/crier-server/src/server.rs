@@ -64,7 +64,7 @@ pub async fn run(listener: TcpListener, config: Config) -> anyhow::Result<Runnin
     let addr = listener.local_addr()?;
     // Before the node: the history store reports its health as it opens.
     crate::metrics::handle();
-    let (node, webhooks) = build::node(&config)?;
+    let (node, webhooks) = build::node(&config).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(webhooks.run(shutdown.clone()));
     let config = Arc::new(config);

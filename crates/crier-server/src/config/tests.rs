@@ -131,10 +131,20 @@ fn connection_caps_parse_and_zero_is_refused() {
 }
 
 #[test]
-fn the_redis_broker_is_refused_until_it_exists() {
+fn the_redis_broker_needs_redis_urls() {
     let mut c = Config::default();
     c.broker.kind = BrokerKind::Redis;
+    c.validate().unwrap();
+    c.broker.url = "http://127.0.0.1:6379".into();
     let e = c.validate().unwrap_err().to_string();
-    assert!(e.starts_with("broker.kind"), "{e}");
-    assert!(e.contains("not available yet"), "{e}");
+    assert!(e.starts_with("broker.url"), "{e}");
+    c.broker.url = "rediss://user:pw@127.0.0.1:6380".into();
+    c.validate().unwrap();
+    c.broker.cluster = vec!["redis://127.0.0.1:7000".into(), "127.0.0.1:7001".into()];
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.starts_with("broker.cluster"), "{e}");
+    c.broker.cluster.pop();
+    c.broker.prefix = "a b".into();
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.starts_with("broker.prefix"), "{e}");
 }
