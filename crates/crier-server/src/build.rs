@@ -5,10 +5,10 @@ use crate::config::{AppConfig, BrokerKind, Config, Fsync};
 use crier_core::app::Webhook;
 use crier_core::broker::MemoryBroker;
 use crier_core::events::ChannelObserver;
-use crier_core::redis::{RedisSettings, Target};
 use crier_core::history::disk::DiskHistory;
 use crier_core::history::{FsyncPolicy, HistoryStore, Retention, RetentionLookup};
 use crier_core::hub::Hub;
+use crier_core::redis::{RedisSettings, Target};
 use crier_core::{App, AppRegistry, Node, NodeSettings};
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,9 +57,7 @@ fn app_from_config(c: &AppConfig, config: &Config) -> App {
 /// # Errors
 /// The history store cannot be opened (permissions, a locked or damaged directory), or
 /// Redis cannot be reached.
-pub async fn node(
-    config: &Config,
-) -> anyhow::Result<(Arc<Node>, crate::webhooks::WebhookSender)> {
+pub async fn node(config: &Config) -> anyhow::Result<(Arc<Node>, crate::webhooks::WebhookSender)> {
     let apps = AppRegistry::new(config.apps.iter().map(|a| app_from_config(a, config)));
     let retention_by_app: std::collections::HashMap<String, Retention> = apps
         .iter()

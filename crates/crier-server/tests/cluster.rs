@@ -87,9 +87,15 @@ async fn a_message_published_on_one_node_reaches_every_node_with_one_id() {
         let mut on_b = n[1].connect().await;
         for c in [&mut on_a, &mut on_b] {
             let ok = c.subscribe("orders").await;
-            assert_eq!(ok["event"], "pusher_internal:subscription_succeeded", "{kind}");
+            assert_eq!(
+                ok["event"], "pusher_internal:subscription_succeeded",
+                "{kind}"
+            );
         }
-        let (status, body) = n[1].api().trigger("orders", "new-order", "{\"no\":1}").await;
+        let (status, body) = n[1]
+            .api()
+            .trigger("orders", "new-order", "{\"no\":1}")
+            .await;
         assert_eq!((status, body), (200, json!({})), "{kind}");
         let a = on_a.recv_event("new-order").await;
         let b = on_b.recv_event("new-order").await;
@@ -107,10 +113,20 @@ async fn a_message_published_on_one_node_reaches_every_node_with_one_id() {
         .unwrap();
         assert_eq!(res.status(), 200, "{kind}");
         let mut sse = SseStream::new(res);
-        assert_eq!(sse.next().await.unwrap().json()["event"], "crier:gap", "{kind}");
+        assert_eq!(
+            sse.next().await.unwrap().json()["event"],
+            "crier:gap",
+            "{kind}"
+        );
         let first = sse.next().await.unwrap();
-        assert_eq!(first.json()["data"], "{\"no\":1}", "{kind}: history is shared");
-        n[0].api().trigger("orders", "new-order", "{\"no\":2}").await;
+        assert_eq!(
+            first.json()["data"],
+            "{\"no\":1}",
+            "{kind}: history is shared"
+        );
+        n[0].api()
+            .trigger("orders", "new-order", "{\"no\":2}")
+            .await;
         let second = sse.next().await.unwrap();
         assert_eq!(second.json()["data"], "{\"no\":2}", "{kind}");
         assert_eq!(offset(second.json()["id"].as_str().unwrap()), 2, "{kind}");
@@ -180,10 +196,7 @@ async fn a_client_resumes_on_another_node_over_every_transport() {
         a.api().trigger("resume", "e", &i.to_string()).await;
     }
     // WebSocket: an id A gives out is a `since` on B.
-    let (status, history) = a
-        .api()
-        .get("/apps/1/channels/resume/messages", &[])
-        .await;
+    let (status, history) = a.api().get("/apps/1/channels/resume/messages", &[]).await;
     assert_eq!(status, 200, "{history}");
     let ids: Vec<&str> = history["messages"]
         .as_array()
@@ -195,7 +208,8 @@ async fn a_client_resumes_on_another_node_over_every_transport() {
     let mut on_b = b.connect().await;
     on_b.send(json!({"event": "pusher:subscribe", "data": {"channel": "resume", "since": ids[1]}}))
         .await;
-    on_b.recv_event("pusher_internal:subscription_succeeded").await;
+    on_b.recv_event("pusher_internal:subscription_succeeded")
+        .await;
     assert_eq!(event_data(&on_b.recv_event("e").await).0, "3");
     b.api().trigger("resume", "e", "4").await;
     assert_eq!(event_data(&on_b.recv_event("e").await).0, "4");
@@ -277,18 +291,32 @@ async fn presence_members_are_users_of_the_whole_cluster() {
             .get(&format!("/apps/1/channels/{channel}/users"), &[])
             .await;
         assert_eq!(status, 200, "{kind}");
-        assert_eq!(users, json!({"users": [{"id": "u1"}, {"id": "u2"}]}), "{kind}");
+        assert_eq!(
+            users,
+            json!({"users": [{"id": "u1"}, {"id": "u2"}]}),
+            "{kind}"
+        );
         // u1 leaves A but is still on B: nobody hears of it. Then from B: removed.
         drop(u1_a);
         n[1].api().trigger(channel, "sentinel", "1").await;
         let next = u2_b.recv().await;
-        assert_eq!(next["event"], "sentinel", "{kind}: no member event before: {next}");
+        assert_eq!(
+            next["event"], "sentinel",
+            "{kind}: no member event before: {next}"
+        );
         drop(u1_b);
         let removed = u2_b.recv_event("pusher_internal:member_removed").await;
-        assert_eq!(removed["data"], json!({"user_id": "u1"}).to_string(), "{kind}");
+        assert_eq!(
+            removed["data"],
+            json!({"user_id": "u1"}).to_string(),
+            "{kind}"
+        );
         let (_, info) = n[0]
             .api()
-            .get(&format!("/apps/1/channels/{channel}"), &[("info", "user_count,subscription_count")])
+            .get(
+                &format!("/apps/1/channels/{channel}"),
+                &[("info", "user_count,subscription_count")],
+            )
             .await;
         assert_eq!(
             info,
@@ -350,7 +378,10 @@ async fn counts_and_webhooks_are_the_clusters_and_fire_once() {
     n[0].wait_subscriptions("room", 0).await;
     let mut seen = Vec::new();
     while seen.len() < 2 {
-        let e = tokio::time::timeout(WAIT, hooks.recv()).await.unwrap().unwrap();
+        let e = tokio::time::timeout(WAIT, hooks.recv())
+            .await
+            .unwrap()
+            .unwrap();
         seen.push((e["name"].clone(), e["channel"].clone()));
     }
     assert_eq!(
@@ -364,8 +395,14 @@ async fn counts_and_webhooks_are_the_clusters_and_fire_once() {
     // it come next.
     let mut again = n[1].connect().await;
     again.subscribe("other").await;
-    let e = tokio::time::timeout(WAIT, hooks.recv()).await.unwrap().unwrap();
-    assert_eq!((e["name"].clone(), e["channel"].clone()), (json!("channel_occupied"), json!("other")));
+    let e = tokio::time::timeout(WAIT, hooks.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (e["name"].clone(), e["channel"].clone()),
+        (json!("channel_occupied"), json!("other"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -401,7 +438,10 @@ async fn redis_going_away_under_load_loses_nothing_acknowledged() {
             match status {
                 200 => acked.push(data),
                 503 => {
-                    assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{body}");
+                    assert!(
+                        body["error"].as_str().is_some_and(|e| !e.is_empty()),
+                        "{body}"
+                    );
                     refused.push(data);
                 }
                 other => panic!("unexpected {other}: {body}"),
@@ -445,7 +485,10 @@ async fn redis_going_away_under_load_loses_nothing_acknowledged() {
     for node in &n {
         let deadline = tokio::time::Instant::now() + WAIT;
         while ready(node).await.0 != 200 {
-            assert!(tokio::time::Instant::now() < deadline, "/ready did not come back");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "/ready did not come back"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -455,7 +498,12 @@ async fn redis_going_away_under_load_loses_nothing_acknowledged() {
     let (acked, refused) = publisher.await.unwrap();
     let (status, _) = n[0].api().trigger("load", "e", "last").await;
     assert_eq!(status, 200);
-    assert!(!acked.is_empty() && !refused.is_empty(), "the outage was seen: {} acked, {} refused", acked.len(), refused.len());
+    assert!(
+        !acked.is_empty() && !refused.is_empty(),
+        "the outage was seen: {} acked, {} refused",
+        acked.len(),
+        refused.len()
+    );
     let attempted: HashSet<&String> = acked.iter().chain(refused.iter()).collect();
     for (i, c) in subscribers.iter_mut().enumerate() {
         let mut got = Vec::new();
