@@ -79,6 +79,11 @@ pub struct ServerConfig {
     pub handshake_timeout_secs: u64,
     /// Largest request head (request line and headers), in bytes (431 beyond).
     pub max_header_bytes: usize,
+    /// PEM certificate chain (leaf first); with `tls_key`, the listener speaks TLS only.
+    /// Empty: plain HTTP.
+    pub tls_cert: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert`.
+    pub tls_key: String,
 }
 
 impl Default for ServerConfig {
@@ -104,6 +109,8 @@ impl Default for ServerConfig {
             // 100 channel names of up to 164 characters in an SSE or long-poll URL, plus a
             // token listing them, come to about 40 KiB.
             max_header_bytes: 64 * 1024,
+            tls_cert: String::new(),
+            tls_key: String::new(),
         }
     }
 }
@@ -324,6 +331,13 @@ pub struct Overrides {
     /// Largest HTTP request head in bytes, 431 beyond [server.max_header_bytes, default 65536].
     #[arg(long, env = "CRIER_MAX_HEADER_BYTES")]
     pub max_header_bytes: Option<usize>,
+    /// PEM certificate chain: serve HTTPS, WSS and SSE over TLS [server.tls_cert].
+    /// Reloaded when the file changes or on SIGHUP.
+    #[arg(long, env = "CRIER_TLS_CERT")]
+    pub tls_cert: Option<String>,
+    /// PEM private key of the certificate [server.tls_key].
+    #[arg(long, env = "CRIER_TLS_KEY")]
+    pub tls_key: Option<String>,
     /// Broker kind [broker.kind]; "redis" is not available yet and is refused.
     #[arg(long, env = "CRIER_BROKER", value_enum)]
     pub broker: Option<BrokerKind>,
@@ -418,6 +432,12 @@ impl Config {
         }
         if let Some(v) = o.max_header_bytes {
             s.max_header_bytes = v;
+        }
+        if let Some(v) = &o.tls_cert {
+            s.tls_cert = v.clone();
+        }
+        if let Some(v) = &o.tls_key {
+            s.tls_key = v.clone();
         }
         if let Some(v) = &o.udp_listen {
             c.ingest.udp.listen = v.clone();
@@ -575,6 +595,21 @@ impl Config {
                 format!("must be at least {MIN_HEADER_BYTES}"),
             ));
         }
+        match (s.tls_cert.is_empty(), s.tls_key.is_empty()) {
+            (false, true) => {
+                return Err(invalid(
+                    "server.tls_key",
+                    "must be set together with server.tls_cert",
+                ))
+            }
+            (true, false) => {
+                return Err(invalid(
+                    "server.tls_cert",
+                    "must be set together with server.tls_key",
+                ))
+            }
+            _ => {}
+        }
         if self.broker.kind == BrokerKind::Redis {
             // Starting anyway would make this node a server of its own behind the load
             // balancer, silently: refused until the Redis broker exists.
@@ -585,6 +620,13 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// The certificate and key paths when TLS is on.
+    pub fn tls_files(&self) -> Option<(&Path, &Path)> {
+        let s = &self.server;
+        (!s.tls_cert.is_empty() && !s.tls_key.is_empty())
+            .then(|| (Path::new(&s.tls_cert), Path::new(&s.tls_key)))
     }
 
     /// Whether the built-in development credentials are in use.

@@ -15,6 +15,7 @@ pub mod ops;
 mod request_body;
 pub mod server;
 pub mod state;
+pub mod tls;
 pub mod transport;
 pub mod webhooks;
 

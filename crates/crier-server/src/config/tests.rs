@@ -138,3 +138,23 @@ fn the_redis_broker_is_refused_until_it_exists() {
     assert!(e.starts_with("broker.kind"), "{e}");
     assert!(e.contains("not available yet"), "{e}");
 }
+
+#[test]
+fn tls_needs_both_cert_and_key() {
+    let c = Config::from_toml("[server]\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"").unwrap();
+    c.validate().unwrap();
+    assert_eq!(
+        c.tls_files(),
+        Some((Path::new("cert.pem"), Path::new("key.pem")))
+    );
+    assert_eq!(Config::default().tls_files(), None);
+    let c = Config::from_toml("[server]\ntls_cert = \"cert.pem\"").unwrap();
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.starts_with("server.tls_key: must be set together"), "{e}");
+    let c = Config::from_toml("[server]\ntls_key = \"key.pem\"").unwrap();
+    let e = c.validate().unwrap_err().to_string();
+    assert!(
+        e.starts_with("server.tls_cert: must be set together"),
+        "{e}"
+    );
+}
