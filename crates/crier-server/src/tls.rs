@@ -101,7 +101,6 @@ impl Tls {
         *certs.seen.lock() = Stamp::of(&certs.cert_path, &certs.key_path);
         let fresh = read_pair(&certs.cert_path, &certs.key_path, &certs.provider)?;
         *certs.current.write() = Arc::new(fresh);
-        tracing::info!(cert = %certs.cert_path.display(), "TLS certificate reloaded");
         Ok(())
     }
 
@@ -122,8 +121,11 @@ impl Tls {
             // A failure is remembered as seen: the next change (the second file of a
             // pair being written) tries again, an unchanged broken pair is not retried
             // and logged every tick.
-            if let Err(e) = self.reload() {
-                tracing::warn!("TLS certificate not reloaded, the previous one stays: {e}");
+            match self.reload() {
+                Ok(()) => tracing::info!("TLS certificate reloaded: the files changed"),
+                Err(e) => {
+                    tracing::warn!("TLS certificate not reloaded, the previous one stays: {e}");
+                }
             }
         }
     }

@@ -133,8 +133,11 @@ fn reload_on_sighup(tls: crier_server::tls::Tls) {
     };
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
-            if let Err(e) = tls.reload() {
-                tracing::warn!("TLS certificate not reloaded, the previous one stays: {e}");
+            match tls.reload() {
+                Ok(()) => tracing::info!("TLS certificate reloaded on SIGHUP"),
+                Err(e) => {
+                    tracing::warn!("TLS certificate not reloaded, the previous one stays: {e}");
+                }
             }
         }
     });
