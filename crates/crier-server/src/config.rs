@@ -26,6 +26,7 @@ pub struct Config {
     pub history: HistoryConfig,
     pub ingest: IngestConfig,
     pub broker: BrokerConfig,
+    pub dashboard: DashboardConfig,
 }
 
 impl Default for Config {
@@ -36,6 +37,7 @@ impl Default for Config {
             history: HistoryConfig::default(),
             ingest: IngestConfig::default(),
             broker: BrokerConfig::default(),
+            dashboard: DashboardConfig::default(),
         }
     }
 }
@@ -291,6 +293,57 @@ impl Default for BrokerConfig {
     }
 }
 
+/// `[dashboard]`: the live page at `/dashboard` and its JSON under `/dashboard/api/`.
+#[derive(Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DashboardConfig {
+    /// `false`: `/dashboard` answers 404.
+    pub enabled: bool,
+    /// Peers on a loopback address see the dashboard without a login (unless the
+    /// request came through a proxy). `false` asks everyone for the login, for a
+    /// machine shared with users who should not see it.
+    pub open_on_loopback: bool,
+    /// HTTP basic login; with `password`.
+    pub username: String,
+    pub password: String,
+    /// Accepted as `Authorization: Bearer TOKEN`, or as the basic password with any
+    /// user name (so a browser's login prompt takes it too).
+    pub token: String,
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            open_on_loopback: true,
+            username: String::new(),
+            password: String::new(),
+            token: String::new(),
+        }
+    }
+}
+
+impl DashboardConfig {
+    /// Whether any login is configured; without one, only loopback peers get in.
+    pub fn has_login(&self) -> bool {
+        !self.password.is_empty() || !self.token.is_empty()
+    }
+}
+
+/// Secrets stay out of logs and panics.
+impl std::fmt::Debug for DashboardConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |s: &str| if s.is_empty() { "" } else { "<hidden>" };
+        f.debug_struct("DashboardConfig")
+            .field("enabled", &self.enabled)
+            .field("open_on_loopback", &self.open_on_loopback)
+            .field("username", &self.username)
+            .field("password", &hidden(&self.password))
+            .field("token", &hidden(&self.token))
+            .finish()
+    }
+}
+
 /// Settings that flags and `CRIER_*` variables override; each documents its key.
 #[derive(Debug, Clone, Default, Args)]
 pub struct Overrides {
@@ -338,6 +391,15 @@ pub struct Overrides {
     /// PEM private key of the certificate [server.tls_key].
     #[arg(long, env = "CRIER_TLS_KEY")]
     pub tls_key: Option<String>,
+    /// Dashboard login user name [dashboard.username].
+    #[arg(long, env = "CRIER_DASHBOARD_USERNAME")]
+    pub dashboard_username: Option<String>,
+    /// Dashboard login password [dashboard.password].
+    #[arg(long, env = "CRIER_DASHBOARD_PASSWORD", hide_env_values = true)]
+    pub dashboard_password: Option<String>,
+    /// Dashboard bearer token [dashboard.token].
+    #[arg(long, env = "CRIER_DASHBOARD_TOKEN", hide_env_values = true)]
+    pub dashboard_token: Option<String>,
     /// Broker kind [broker.kind]; "redis" is not available yet and is refused.
     #[arg(long, env = "CRIER_BROKER", value_enum)]
     pub broker: Option<BrokerKind>,
@@ -438,6 +500,15 @@ impl Config {
         }
         if let Some(v) = &o.tls_key {
             s.tls_key = v.clone();
+        }
+        if let Some(v) = &o.dashboard_username {
+            c.dashboard.username = v.clone();
+        }
+        if let Some(v) = &o.dashboard_password {
+            c.dashboard.password = v.clone();
+        }
+        if let Some(v) = &o.dashboard_token {
+            c.dashboard.token = v.clone();
         }
         if let Some(v) = &o.udp_listen {
             c.ingest.udp.listen = v.clone();
@@ -606,6 +677,22 @@ impl Config {
                 return Err(invalid(
                     "server.tls_cert",
                     "must be set together with server.tls_key",
+                ))
+            }
+            _ => {}
+        }
+        let d = &self.dashboard;
+        match (d.username.is_empty(), d.password.is_empty()) {
+            (false, true) => {
+                return Err(invalid(
+                    "dashboard.password",
+                    "must be set together with dashboard.username",
+                ))
+            }
+            (true, false) => {
+                return Err(invalid(
+                    "dashboard.username",
+                    "must be set together with dashboard.password",
                 ))
             }
             _ => {}

@@ -7,7 +7,9 @@
 pub mod api;
 pub mod build;
 pub mod config;
+mod dashboard;
 pub mod ingest;
+mod landing;
 mod listener;
 pub mod logging;
 pub mod metrics;

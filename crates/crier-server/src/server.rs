@@ -64,6 +64,8 @@ fn router(state: AppState) -> Router {
         .merge(transport::routes())
         .merge(api)
         .merge(ops::routes())
+        .merge(crate::landing::routes())
+        .merge(crate::dashboard::routes(&state))
         .fallback(api::not_found)
         .with_state(state)
 }
@@ -111,6 +113,9 @@ pub async fn run(listener: TcpListener, config: Config) -> anyhow::Result<Runnin
     };
     if let Some(tls) = &tls {
         tokio::spawn(tls.clone().watch(shutdown.clone()));
+    }
+    if config.dashboard.enabled {
+        tokio::spawn(state.dashboard.clone().run(shutdown.clone()));
     }
     let server = tokio::spawn(crate::listener::serve(
         listener,

@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (the default when no command is given).
-    Serve(Overrides),
+    Serve(Box<Overrides>),
     /// Publish an event through a server's HTTP API, signed with the app's secret.
     Publish(publish::PublishArgs),
 }

@@ -158,3 +158,27 @@ fn tls_needs_both_cert_and_key() {
         "{e}"
     );
 }
+
+#[test]
+fn dashboard_keys_parse_and_a_half_login_is_refused() {
+    let c = Config::from_toml(
+        "[dashboard]\nenabled = true\nusername = \"ops\"\npassword = \"pw\"\ntoken = \"t\"\nopen_on_loopback = false",
+    )
+    .unwrap();
+    c.validate().unwrap();
+    assert!(c.dashboard.has_login());
+    assert!(!c.dashboard.open_on_loopback);
+    let shown = format!("{:?}", c.dashboard);
+    assert!(
+        !shown.contains("pw") && shown.contains("<hidden>"),
+        "{shown}"
+    );
+    let d = Config::default().dashboard;
+    assert!(d.enabled && d.open_on_loopback && !d.has_login());
+    let c = Config::from_toml("[dashboard]\nusername = \"ops\"").unwrap();
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.starts_with("dashboard.password: "), "{e}");
+    let c = Config::from_toml("[dashboard]\npassword = \"pw\"").unwrap();
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.starts_with("dashboard.username: "), "{e}");
+}
