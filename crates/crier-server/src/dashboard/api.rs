@@ -22,8 +22,9 @@ const BUSIEST: usize = 10;
 pub(super) async fn overview(State(state): State<AppState>) -> Json<Value> {
     let series = stats::current();
     let now = Sample::of(&series, stats::now_ms());
-    let mut samples = state.dashboard.snapshot();
-    samples.push(now.clone());
+    // Whole sampling intervals only: a last point from the latest sample to now would
+    // cover a fraction of an interval, and show a dip that is not there.
+    let samples = state.dashboard.snapshot();
     let chart: Vec<Value> = samples
         .windows(2)
         .map(|w| {
@@ -34,10 +35,9 @@ pub(super) async fn overview(State(state): State<AppState>) -> Json<Value> {
             })
         })
         .collect();
-    // The rate over the last full sampling interval: the newest stored sample to the
-    // one before it (the live point may be milliseconds after the last sample).
+    // The rate over the last whole sampling interval.
     let last_rate = |field: fn(&Sample) -> f64| match samples.len() {
-        n if n >= 3 => stats::rate(&samples[n - 3], &samples[n - 2], field),
+        n if n >= 2 => stats::rate(&samples[n - 2], &samples[n - 1], field),
         _ => 0.0,
     };
     let oldest = samples.first().unwrap_or(&now);

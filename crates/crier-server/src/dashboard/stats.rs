@@ -84,8 +84,8 @@ pub(crate) fn total(series: &[Series], name: &str) -> f64 {
     series
         .iter()
         .filter(|s| s.name == name)
-        .map(|s| s.value)
-        .sum()
+        // Not `sum()`: an empty f64 sum is -0.0, which shows as "-0".
+        .fold(0.0, |sum, s| sum + s.value)
 }
 
 /// Whether a counter family counts failures of some kind, by its name: errors,
@@ -222,7 +222,7 @@ not a metric line
         );
         assert_eq!(total(&s, "crier_messages_published_total"), 10.0);
         assert_eq!(total(&s, "crier_connections"), 12.0);
-        assert_eq!(total(&s, "absent"), 0.0);
+        assert!(total(&s, "absent").is_sign_positive());
         let odd = s
             .iter()
             .find(|x| x.value == 1.0 && x.name == "crier_client_errors_total")

@@ -69,12 +69,13 @@
     drawChart(o.chart);
     const body = $('errors').tBodies[0];
     body.replaceChildren();
-    for (const e of o.errors) {
+    const counted = o.errors.filter((e) => e.total > 0);
+    for (const e of counted) {
       const tr = el('tr');
       tr.append(el('td', e.series), el('td', fmt(e.recent)), el('td', fmt(e.total)));
       body.append(tr);
     }
-    $('errors-empty').hidden = o.errors.length > 0;
+    $('errors-empty').hidden = counted.length > 0;
   }
 
   function drawChart(points) {
@@ -102,12 +103,14 @@
       g.stroke();
       g.fillText(fmt((top * (4 - i)) / 4), 4, y + 4);
     }
+    document.body.dataset.chartPoints = String(points.length);
     if (points.length === 0) return;
     const t0 = points[0].t;
     const t1 = Math.max(points[points.length - 1].t, t0 + 1);
     const x = (t) => pad.l + ((w - pad.l - pad.r) * (t - t0)) / (t1 - t0);
     const y = (v) => pad.t + (h - pad.t - pad.b) * (1 - v / top);
-    g.fillText(`${Math.round((t1 - t0) / 1000)} s`, pad.l, h - 4);
+    g.fillText(`${Math.round((t1 - t0) / 1000)} s ago`, pad.l, h - 4);
+    g.fillText('now', w - pad.r - g.measureText('now').width, h - 4);
     for (const [key, color] of [['in', '#2b5fd9'], ['out', '#1a9b6c']]) {
       g.strokeStyle = color;
       g.lineWidth = 2;
