@@ -101,7 +101,11 @@ test('pusher-js (forceTLS), the pusher SDK (useTLS) and SSE over TLS; reload on 
   const server = await startServer({ extraArgs: ['--tls-cert', served.cert, '--tls-key', served.key] });
   t.after(() => server.stop());
   assert.equal(server.tls, true, `banner: ${server.stdout()}`);
-  assert.match(server.stdout(), /WebSocket \(Pusher\): wss:\/\/127\.0\.0\.1:\d+\/app\/app-key/);
+  // The banner's later lines may arrive after the first one.
+  await waitUntil(() => /WebSocket \(Pusher\): wss:\/\/127\.0\.0\.1:\d+\/app\/app-key/.test(server.stdout()), {
+    label: 'the wss:// line of the banner',
+    describe: () => server.stdout(),
+  });
 
   const result = await runClients(server.port, caFile);
   assert.match(result.pusherJsSocketUrl, new RegExp(`^wss://127\\.0\\.0\\.1:${server.port}/app/app-key\\?`));
