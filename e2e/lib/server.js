@@ -113,8 +113,8 @@ async function startServer(opts = {}) {
     child.stdout.on('data', (d) => {
       stdout = tail(stdout + d);
       if (echo) process.stderr.write(`[crier:out] ${d}`);
-      const m = /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(stdout);
-      if (m) finish(null, Number(m[1]));
+      const m = /listening on (https?):\/\/127\.0\.0\.1:(\d+)/.exec(stdout);
+      if (m) finish(null, { scheme: m[1], port: Number(m[2]) });
     });
     child.on('error', (e) => finish(new Error(`cannot start Crier (${bin}): ${e.message}`)));
     exitPromise.then(({ code, signal }) =>
@@ -123,8 +123,9 @@ async function startServer(opts = {}) {
   });
 
   let port;
+  let scheme;
   try {
-    port = await portPromise;
+    ({ port, scheme } = await portPromise);
   } catch (e) {
     await exitPromise;
     fs.rmSync(tmp, { recursive: true, force: true });
@@ -135,7 +136,9 @@ async function startServer(opts = {}) {
   const server = {
     port,
     host: '127.0.0.1',
-    url: `http://127.0.0.1:${port}`,
+    url: `${scheme}://127.0.0.1:${port}`,
+    tls: scheme === 'https',
+    pid: child.pid,
     dataDir,
     ...DEV_APP,
     stderr: () => stderr,

@@ -5,6 +5,8 @@ mod events;
 mod messages;
 mod users;
 
+pub(crate) use events::publish_error;
+
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::{Request, State};

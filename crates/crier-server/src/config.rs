@@ -26,6 +26,7 @@ pub struct Config {
     pub history: HistoryConfig,
     pub ingest: IngestConfig,
     pub broker: BrokerConfig,
+    pub dashboard: DashboardConfig,
 }
 
 impl Default for Config {
@@ -36,6 +37,7 @@ impl Default for Config {
             history: HistoryConfig::default(),
             ingest: IngestConfig::default(),
             broker: BrokerConfig::default(),
+            dashboard: DashboardConfig::default(),
         }
     }
 }
@@ -79,6 +81,11 @@ pub struct ServerConfig {
     pub handshake_timeout_secs: u64,
     /// Largest request head (request line and headers), in bytes (431 beyond).
     pub max_header_bytes: usize,
+    /// PEM certificate chain (leaf first); with `tls_key`, the listener speaks TLS only.
+    /// Empty: plain HTTP.
+    pub tls_cert: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert`.
+    pub tls_key: String,
 }
 
 impl Default for ServerConfig {
@@ -104,6 +111,8 @@ impl Default for ServerConfig {
             // 100 channel names of up to 164 characters in an SSE or long-poll URL, plus a
             // token listing them, come to about 40 KiB.
             max_header_bytes: 64 * 1024,
+            tls_cert: String::new(),
+            tls_key: String::new(),
         }
     }
 }
@@ -329,6 +338,57 @@ impl BrokerConfig {
     }
 }
 
+/// `[dashboard]`: the live page at `/dashboard` and its JSON under `/dashboard/api/`.
+#[derive(Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DashboardConfig {
+    /// `false`: `/dashboard` answers 404.
+    pub enabled: bool,
+    /// Peers on a loopback address see the dashboard without a login (unless the
+    /// request came through a proxy). `false` asks everyone for the login, for a
+    /// machine shared with users who should not see it.
+    pub open_on_loopback: bool,
+    /// HTTP basic login; with `password`.
+    pub username: String,
+    pub password: String,
+    /// Accepted as `Authorization: Bearer TOKEN`, or as the basic password with any
+    /// user name (so a browser's login prompt takes it too).
+    pub token: String,
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            open_on_loopback: true,
+            username: String::new(),
+            password: String::new(),
+            token: String::new(),
+        }
+    }
+}
+
+impl DashboardConfig {
+    /// Whether any login is configured; without one, only loopback peers get in.
+    pub fn has_login(&self) -> bool {
+        !self.password.is_empty() || !self.token.is_empty()
+    }
+}
+
+/// Secrets stay out of logs and panics.
+impl std::fmt::Debug for DashboardConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |s: &str| if s.is_empty() { "" } else { "<hidden>" };
+        f.debug_struct("DashboardConfig")
+            .field("enabled", &self.enabled)
+            .field("open_on_loopback", &self.open_on_loopback)
+            .field("username", &self.username)
+            .field("password", &hidden(&self.password))
+            .field("token", &hidden(&self.token))
+            .finish()
+    }
+}
+
 /// Settings that flags and `CRIER_*` variables override; each documents its key.
 #[derive(Debug, Clone, Default, Args)]
 pub struct Overrides {
@@ -369,6 +429,22 @@ pub struct Overrides {
     /// Largest HTTP request head in bytes, 431 beyond [server.max_header_bytes, default 65536].
     #[arg(long, env = "CRIER_MAX_HEADER_BYTES")]
     pub max_header_bytes: Option<usize>,
+    /// PEM certificate chain: serve HTTPS, WSS and SSE over TLS [server.tls_cert].
+    /// Reloaded when the file changes or on SIGHUP.
+    #[arg(long, env = "CRIER_TLS_CERT")]
+    pub tls_cert: Option<String>,
+    /// PEM private key of the certificate [server.tls_key].
+    #[arg(long, env = "CRIER_TLS_KEY")]
+    pub tls_key: Option<String>,
+    /// Dashboard login user name [dashboard.username].
+    #[arg(long, env = "CRIER_DASHBOARD_USERNAME")]
+    pub dashboard_username: Option<String>,
+    /// Dashboard login password [dashboard.password].
+    #[arg(long, env = "CRIER_DASHBOARD_PASSWORD", hide_env_values = true)]
+    pub dashboard_password: Option<String>,
+    /// Dashboard bearer token [dashboard.token].
+    #[arg(long, env = "CRIER_DASHBOARD_TOKEN", hide_env_values = true)]
+    pub dashboard_token: Option<String>,
     /// Broker kind [broker.kind]: "memory" (one node) or "redis" (a cluster of nodes).
     #[arg(long, env = "CRIER_BROKER", value_enum)]
     pub broker: Option<BrokerKind>,
@@ -463,6 +539,21 @@ impl Config {
         }
         if let Some(v) = o.max_header_bytes {
             s.max_header_bytes = v;
+        }
+        if let Some(v) = &o.tls_cert {
+            s.tls_cert = v.clone();
+        }
+        if let Some(v) = &o.tls_key {
+            s.tls_key = v.clone();
+        }
+        if let Some(v) = &o.dashboard_username {
+            c.dashboard.username = v.clone();
+        }
+        if let Some(v) = &o.dashboard_password {
+            c.dashboard.password = v.clone();
+        }
+        if let Some(v) = &o.dashboard_token {
+            c.dashboard.token = v.clone();
         }
         if let Some(v) = &o.udp_listen {
             c.ingest.udp.listen = v.clone();
@@ -620,10 +711,48 @@ impl Config {
                 format!("must be at least {MIN_HEADER_BYTES}"),
             ));
         }
+        match (s.tls_cert.is_empty(), s.tls_key.is_empty()) {
+            (false, true) => {
+                return Err(invalid(
+                    "server.tls_key",
+                    "must be set together with server.tls_cert",
+                ))
+            }
+            (true, false) => {
+                return Err(invalid(
+                    "server.tls_cert",
+                    "must be set together with server.tls_key",
+                ))
+            }
+            _ => {}
+        }
+        let d = &self.dashboard;
+        match (d.username.is_empty(), d.password.is_empty()) {
+            (false, true) => {
+                return Err(invalid(
+                    "dashboard.password",
+                    "must be set together with dashboard.username",
+                ))
+            }
+            (true, false) => {
+                return Err(invalid(
+                    "dashboard.username",
+                    "must be set together with dashboard.password",
+                ))
+            }
+            _ => {}
+        }
         if self.broker.kind == BrokerKind::Redis {
             self.broker.validate()?;
         }
         Ok(())
+    }
+
+    /// The certificate and key paths when TLS is on.
+    pub fn tls_files(&self) -> Option<(&Path, &Path)> {
+        let s = &self.server;
+        (!s.tls_cert.is_empty() && !s.tls_key.is_empty())
+            .then(|| (Path::new(&s.tls_cert), Path::new(&s.tls_key)))
     }
 
     /// Whether the built-in development credentials are in use.

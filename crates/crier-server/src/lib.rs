@@ -7,7 +7,9 @@
 pub mod api;
 pub mod build;
 pub mod config;
+mod dashboard;
 pub mod ingest;
+mod landing;
 mod listener;
 pub mod logging;
 pub mod metrics;
@@ -15,6 +17,7 @@ pub mod ops;
 mod request_body;
 pub mod server;
 pub mod state;
+pub mod tls;
 pub mod transport;
 pub mod webhooks;
 

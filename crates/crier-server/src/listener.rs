@@ -6,12 +6,17 @@
 //! silently turns hyper's header-read timeout off: a client could send half a header
 //! and hold the connection (and up to ~400 KiB of read buffer) for as long as it liked.
 
+use crate::tls::Tls;
+use axum::extract::ConnectInfo;
+use axum::http::Request;
 use axum::Router;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -39,11 +44,13 @@ pub(crate) struct Limits {
 
 /// Accepts connections until `shutdown`, then asks each to finish its current request
 /// and waits for all of them. Upgraded connections (WebSocket) leave hyper and are
-/// tracked by their own task.
+/// tracked by their own task. With `tls`, each connection first completes a TLS
+/// handshake within `header_timeout`.
 pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,
+    tls: Option<Tls>,
     shutdown: CancellationToken,
 ) -> io::Result<()> {
     let mut builder = http1::Builder::new();
@@ -56,9 +63,9 @@ pub(crate) async fn serve(
         .max_buf_size(limits.max_header_bytes.max(WRITE_BUFFER));
     let connections = TaskTracker::new();
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     accept_failed(e).await;
                     continue;
@@ -66,30 +73,95 @@ pub(crate) async fn serve(
             },
             () = shutdown.cancelled() => break,
         };
-        let io = TokioIo::new(WriteDeadline::new(stream, limits.write_timeout));
+        let io = WriteDeadline::new(stream, limits.write_timeout);
         // A clone of the prebuilt router is one reference count, not a new route table.
-        let conn = builder
-            .serve_connection(io, TowerToHyperService::new(app.clone()))
-            .with_upgrades();
+        let service = WithPeer {
+            inner: TowerToHyperService::new(app.clone()),
+            peer,
+        };
+        let builder = builder.clone();
         let shutdown = shutdown.clone();
-        connections.spawn(async move {
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                result = conn.as_mut() => result,
-                () = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!("connection ended: {e}");
+        match &tls {
+            None => connections.spawn(serve_connection(builder, io, service, shutdown)),
+            Some(tls) => {
+                let acceptor = tls.acceptor().clone();
+                let handshake_timeout = limits.header_timeout;
+                connections.spawn(async move {
+                    // The handshake happens in the connection's task, never in the
+                    // accept loop, and has the same deadline as a request head: a
+                    // client that sends its ClientHello a byte at a time is cut off.
+                    let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(io));
+                    let io = tokio::select! {
+                        done = handshake => match done {
+                            Ok(Ok(io)) => io,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, "TLS handshake failed: {e}");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake not done in {handshake_timeout:?}");
+                                return;
+                            }
+                        },
+                        () = shutdown.cancelled() => return,
+                    };
+                    serve_connection(builder, io, service, shutdown).await;
+                })
             }
-        });
+        };
     }
     drop(listener);
     connections.close();
     connections.wait().await;
     Ok(())
+}
+
+/// Serves HTTP/1 requests (and upgrades) on one connection until it ends; on
+/// `shutdown` lets the current request finish first.
+async fn serve_connection<I>(
+    builder: http1::Builder,
+    io: I,
+    service: WithPeer<TowerToHyperService<Router>>,
+    shutdown: CancellationToken,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = builder
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        () = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!("connection ended: {e}");
+    }
+}
+
+/// Gives every request of a connection its peer address, as axum's `ConnectInfo`
+/// (the dashboard opens itself to loopback peers only).
+#[derive(Clone)]
+struct WithPeer<S> {
+    inner: S,
+    peer: SocketAddr,
+}
+
+impl<S> hyper::service::Service<Request<Incoming>> for WithPeer<S>
+where
+    S: hyper::service::Service<Request<Incoming>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        req.extensions_mut().insert(ConnectInfo(self.peer));
+        self.inner.call(req)
+    }
 }
 
 async fn accept_failed(e: io::Error) {

@@ -3,6 +3,7 @@
 
 use crate::config::Config;
 use crate::state::AppState;
+use crate::tls::Tls;
 use crate::{api, build, ingest, ops, transport};
 use axum::extract::DefaultBodyLimit;
 use axum::{middleware, Router};
@@ -19,6 +20,8 @@ pub struct Running {
     pub addr: SocketAddr,
     pub udp_addr: Option<SocketAddr>,
     pub node: Arc<Node>,
+    /// The listener's TLS, when `[server] tls_cert` and `tls_key` are set.
+    pub tls: Option<Tls>,
     shutdown: CancellationToken,
     handle: JoinHandle<anyhow::Result<()>>,
 }
@@ -27,6 +30,15 @@ impl Running {
     /// Begins a graceful shutdown (as SIGTERM does).
     pub fn shutdown(&self) {
         self.shutdown.cancel();
+    }
+
+    /// Reads the TLS certificate and key again (the binary calls this on SIGHUP);
+    /// new connections get the new certificate. Without TLS, nothing to do.
+    ///
+    /// # Errors
+    /// The files cannot be used; the certificate in use stays.
+    pub fn reload_tls(&self) -> Result<(), crate::tls::TlsError> {
+        self.tls.as_ref().map_or(Ok(()), Tls::reload)
     }
 
     /// Waits until the server has stopped.
@@ -52,6 +64,8 @@ fn router(state: AppState) -> Router {
         .merge(transport::routes())
         .merge(api)
         .merge(ops::routes())
+        .merge(crate::landing::routes())
+        .merge(crate::dashboard::routes(&state))
         .fallback(api::not_found)
         .with_state(state)
 }
@@ -59,9 +73,14 @@ fn router(state: AppState) -> Router {
 /// Starts a server on `listener` and returns once it accepts connections.
 ///
 /// # Errors
-/// The history store or an ingest cannot be opened.
+/// The TLS certificate or key, the history store or an ingest cannot be opened.
 pub async fn run(listener: TcpListener, config: Config) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
+    // First: a bad certificate is a configuration error, found before anything starts.
+    let tls = config
+        .tls_files()
+        .map(|(cert, key)| Tls::load(cert, key))
+        .transpose()?;
     // Before the node: the history store reports its health as it opens.
     crate::metrics::handle();
     let (node, webhooks) = build::node(&config).await?;
@@ -92,10 +111,17 @@ pub async fn run(listener: TcpListener, config: Config) -> anyhow::Result<Runnin
         max_header_bytes: config.server.max_header_bytes,
         write_timeout: node.settings().write_timeout,
     };
+    if let Some(tls) = &tls {
+        tokio::spawn(tls.clone().watch(shutdown.clone()));
+    }
+    if config.dashboard.enabled {
+        tokio::spawn(state.dashboard.clone().run(shutdown.clone()));
+    }
     let server = tokio::spawn(crate::listener::serve(
         listener,
         app,
         limits,
+        tls.clone(),
         shutdown.clone(),
     ));
     let handle = tokio::spawn(drain_on_shutdown(state, server));
@@ -103,6 +129,7 @@ pub async fn run(listener: TcpListener, config: Config) -> anyhow::Result<Runnin
         addr,
         udp_addr,
         node,
+        tls,
         shutdown,
         handle,
     })

@@ -5,6 +5,7 @@ use crate::config::Config;
 use crier_core::Node;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -21,6 +22,10 @@ pub struct AppState {
     pub poll_leases: Arc<crate::transport::poll::PollLeases>,
     /// pusher-js HTTP fallback sessions (xhr_streaming, xhr_polling).
     pub fallback_sessions: Arc<crate::transport::http_fallback::FallbackSessions>,
+    /// The dashboard's recent samples of the metrics.
+    pub(crate) dashboard: Arc<crate::dashboard::stats::History>,
+    /// When the server started (uptime on the dashboard).
+    pub started: Instant,
     draining: Arc<AtomicBool>,
 }
 
@@ -33,6 +38,8 @@ impl AppState {
             tasks: TaskTracker::new(),
             poll_leases: Arc::default(),
             fallback_sessions: Arc::default(),
+            dashboard: Arc::default(),
+            started: Instant::now(),
             draining: Arc::new(AtomicBool::new(false)),
         }
     }

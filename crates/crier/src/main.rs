@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (the default when no command is given).
-    Serve(Overrides),
+    Serve(Box<Overrides>),
     /// Publish an event through a server's HTTP API, signed with the app's secret.
     Publish(publish::PublishArgs),
 }
@@ -89,14 +89,22 @@ async fn serve_until_signal(config: Config) -> anyhow::Result<()> {
     // Registered before the banner: a SIGTERM sent as soon as it is printed (a
     // supervisor, a test) must drain the server, not meet the default action.
     let stop = shutdown_signal();
-    let addr = running.addr;
-    println!("crier listening on http://{addr}");
-    for key in &apps {
-        println!("  WebSocket (Pusher): ws://{addr}/app/{key}?protocol=7");
-        println!("  SSE:                http://{addr}/app/{key}/sse?channels=...");
-        println!("  long-poll:          http://{addr}/app/{key}/poll?channels=...");
+    if let Some(tls) = running.tls.clone() {
+        reload_on_sighup(tls);
     }
-    println!("  HTTP API:           http://{addr}/apps/{{app_id}}/events");
+    let addr = running.addr;
+    let (http, ws) = if running.tls.is_some() {
+        ("https", "wss")
+    } else {
+        ("http", "ws")
+    };
+    println!("crier listening on {http}://{addr}");
+    for key in &apps {
+        println!("  WebSocket (Pusher): {ws}://{addr}/app/{key}?protocol=7");
+        println!("  SSE:                {http}://{addr}/app/{key}/sse?channels=...");
+        println!("  long-poll:          {http}://{addr}/app/{key}/poll?channels=...");
+    }
+    println!("  HTTP API:           {http}://{addr}/apps/{{app_id}}/events");
     if let Some(udp) = running.udp_addr {
         println!("  UDP ingest:         {udp}");
     }
@@ -110,6 +118,29 @@ async fn serve_until_signal(config: Config) -> anyhow::Result<()> {
     stop.await;
     running.shutdown();
     running.wait().await
+}
+
+/// Reads the TLS certificate and key again on every SIGHUP (the files are also
+/// watched; the signal is for an operator who does not want to wait).
+fn reload_on_sighup(tls: crier_server::tls::Tls) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(hup) => hup,
+        Err(e) => {
+            tracing::warn!("no SIGHUP handler, TLS files are still watched: {e}");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match tls.reload() {
+                Ok(()) => tracing::info!("TLS certificate reloaded on SIGHUP"),
+                Err(e) => {
+                    tracing::warn!("TLS certificate not reloaded, the previous one stays: {e}");
+                }
+            }
+        }
+    });
 }
 
 /// Installs the SIGTERM and SIGINT handlers now; the future ends at the first signal.

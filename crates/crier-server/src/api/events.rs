@@ -13,7 +13,7 @@ use crier_core::App;
 use crier_protocol::{ChannelKind, ChannelName};
 use serde_json::{json, Map, Value};
 
-fn publish_error(e: NodePublishError) -> ApiError {
+pub(crate) fn publish_error(e: NodePublishError) -> ApiError {
     match e {
         NodePublishError::Invalid(PublishError::DataTooLarge(..)) => {
             ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string())

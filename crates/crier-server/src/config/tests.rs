@@ -148,3 +148,47 @@ fn the_redis_broker_needs_redis_urls() {
     let e = c.validate().unwrap_err().to_string();
     assert!(e.starts_with("broker.prefix"), "{e}");
 }
+
+#[test]
+fn tls_needs_both_cert_and_key() {
+    let c = Config::from_toml("[server]\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"").unwrap();
+    c.validate().unwrap();
+    assert_eq!(
+        c.tls_files(),
+        Some((Path::new("cert.pem"), Path::new("key.pem")))
+    );
+    assert_eq!(Config::default().tls_files(), None);
+    let c = Config::from_toml("[server]\ntls_cert = \"cert.pem\"").unwrap();
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.starts_with("server.tls_key: must be set together"), "{e}");
+    let c = Config::from_toml("[server]\ntls_key = \"key.pem\"").unwrap();
+    let e = c.validate().unwrap_err().to_string();
+    assert!(
+        e.starts_with("server.tls_cert: must be set together"),
+        "{e}"
+    );
+}
+
+#[test]
+fn dashboard_keys_parse_and_a_half_login_is_refused() {
+    let c = Config::from_toml(
+        "[dashboard]\nenabled = true\nusername = \"ops\"\npassword = \"pw\"\ntoken = \"t\"\nopen_on_loopback = false",
+    )
+    .unwrap();
+    c.validate().unwrap();
+    assert!(c.dashboard.has_login());
+    assert!(!c.dashboard.open_on_loopback);
+    let shown = format!("{:?}", c.dashboard);
+    assert!(
+        !shown.contains("pw") && shown.contains("<hidden>"),
+        "{shown}"
+    );
+    let d = Config::default().dashboard;
+    assert!(d.enabled && d.open_on_loopback && !d.has_login());
+    let c = Config::from_toml("[dashboard]\nusername = \"ops\"").unwrap();
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.starts_with("dashboard.password: "), "{e}");
+    let c = Config::from_toml("[dashboard]\npassword = \"pw\"").unwrap();
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.starts_with("dashboard.username: "), "{e}");
+}

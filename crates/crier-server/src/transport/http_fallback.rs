@@ -54,6 +54,17 @@ pub struct FallbackSessions {
     sessions: Mutex<HashMap<String, Arc<HttpSession>>>,
 }
 
+impl FallbackSessions {
+    /// Sessions open now.
+    pub fn len(&self) -> usize {
+        self.sessions.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 struct HttpSession {
     session: tokio::sync::Mutex<Session>,
     /// Sending side of the session's outbox, to stop the pump on close.

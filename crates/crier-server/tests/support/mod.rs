@@ -90,24 +90,7 @@ impl TestServer {
     /// Waits until `channel` has `n` subscriptions (a stream or poll is registered, or
     /// a dropped one is gone).
     pub async fn wait_subscriptions(&self, channel: &str, n: u64) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let (_, info) = self
-                .api()
-                .get(
-                    &format!("/apps/1/channels/{channel}"),
-                    &[("info", "subscription_count")],
-                )
-                .await;
-            if info["subscription_count"].as_u64() == Some(n) {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{channel} never reached {n} subscriptions: {info}"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        self.api().wait_subscriptions(channel, n).await;
     }
 
     /// The in-process node, for tests that publish or count without the wire.
@@ -318,6 +301,27 @@ impl Api {
         (status, res.json().await.unwrap_or(Value::Null))
     }
 
+    /// Waits until `channel` has `n` subscriptions, asking through this client.
+    pub async fn wait_subscriptions(&self, channel: &str, n: u64) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let (_, info) = self
+                .get(
+                    &format!("/apps/{}/channels/{channel}", self.app),
+                    &[("info", "subscription_count")],
+                )
+                .await;
+            if info["subscription_count"].as_u64() == Some(n) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{channel} never reached {n} subscriptions: {info}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     pub async fn trigger(&self, channel: &str, event: &str, data: &str) -> (u16, Value) {
         self.post(
             &format!("/apps/{}/events", self.app),
@@ -331,3 +335,4 @@ pub mod redis;
 
 pub mod busy;
 pub mod sse;
+pub mod tls;
