@@ -531,3 +531,71 @@ async fn redis_going_away_under_load_loses_nothing_acknowledged() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_events_cache_channels_users_and_ingest_cross_nodes() {
+    let redis = Deployment::Server(RedisServer::start());
+    let n = nodes(&redis, 2, |c| c.ingest.udp.listen = "127.0.0.1:0".into()).await;
+    let (a, b) = (&n[0], &n[1]);
+
+    // A client event from A reaches B and not its sender.
+    let mut on_a = a.connect().await;
+    let mut on_b = b.connect().await;
+    on_a.subscribe_private("private-chat").await;
+    on_b.subscribe_private("private-chat").await;
+    on_a.send(json!({"event": "client-typing", "channel": "private-chat", "data": {"on": true}}))
+        .await;
+    let typing = on_b.recv_event("client-typing").await;
+    assert_eq!(typing["data"], json!({"on": true}));
+    a.api().trigger("private-chat", "sentinel", "1").await;
+    let next = on_a.recv().await;
+    assert_eq!(
+        next["event"], "sentinel",
+        "the sender got its own event: {next}"
+    );
+
+    // A cache channel's last message, published on A, is the first thing a new
+    // subscriber on B gets.
+    a.api().trigger("cache-price", "tick", "41").await;
+    a.api().trigger("cache-price", "tick", "42").await;
+    let mut late = b.connect().await;
+    assert_eq!(
+        late.subscribe("cache-price").await["event"],
+        "pusher_internal:subscription_succeeded"
+    );
+    let cached = late.recv_event("tick").await;
+    assert_eq!(cached["data"], "42");
+
+    // A datagram to B's UDP ingest reaches a subscriber on A.
+    let mut orders = a.connect().await;
+    orders.subscribe("erp-orders").await;
+    let udp = b.running.as_ref().unwrap().udp_addr.expect("udp listening");
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let datagram =
+        json!({"app_id": "1", "name": "order", "channel": "erp-orders", "data": "{\"no\":7}"});
+    sock.send_to(datagram.to_string().as_bytes(), udp)
+        .await
+        .unwrap();
+    assert_eq!(orders.recv_event("order").await["data"], "{\"no\":7}");
+
+    // A user signed in on B is terminated through A's API.
+    let mut user = b.connect().await;
+    let user_data = json!({"id": "42"}).to_string();
+    let sig = crier_protocol::signature::sign(
+        SECRET,
+        &crier_protocol::signature::user_auth_message(&user.socket_id, &user_data),
+    );
+    user.send(json!({"event": "pusher:signin", "data": {"auth": format!("{KEY}:{sig}"), "user_data": user_data}}))
+        .await;
+    assert_eq!(user.recv().await["event"], "pusher:signin_success");
+    let (status, _) = a
+        .api()
+        .post(
+            &format!("/apps/{APP}/users/42/terminate_connections"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (error, code) = user.recv_close().await;
+    assert_eq!(code, 4009, "{error:?}");
+}
