@@ -6,4 +6,4 @@
 
 mod redis_server;
 
-pub use redis_server::{RedisCluster, RedisServer};
+pub use redis_server::{free_port, RedisCluster, RedisServer};

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 const START_DEADLINE: Duration = Duration::from_secs(10);
 
 /// A port free now, whose cluster bus port (+10000) is free too.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     loop {
         let port = rand::random_range(20_000..30_000u16);
         let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
@@ -79,7 +79,8 @@ impl RedisServer {
     /// Starts a server with extra `redis-server` arguments.
     pub fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        loop {
+        // A taken port makes redis-server exit; so does a bad argument, every time.
+        for _ in 0..5 {
             let port = free_port();
             if let Some(child) = spawn(port, dir.path(), extra) {
                 return Self {
@@ -90,6 +91,7 @@ impl RedisServer {
                 };
             }
         }
+        panic!("redis-server {extra:?} exited at start five times (bad arguments?)");
     }
 
     pub fn url(&self) -> String {
