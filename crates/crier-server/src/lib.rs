@@ -13,6 +13,7 @@ pub mod logging;
 pub mod metrics;
 pub mod ops;
 mod request_body;
+pub mod scripts;
 pub mod server;
 pub mod state;
 pub mod transport;

@@ -3,7 +3,7 @@
 
 use crate::config::Config;
 use crate::state::AppState;
-use crate::{api, build, ingest, ops, transport};
+use crate::{api, build, ingest, ops, scripts, transport};
 use axum::extract::DefaultBodyLimit;
 use axum::{middleware, Router};
 use crier_core::Node;
@@ -52,6 +52,7 @@ fn router(state: AppState) -> Router {
         .merge(transport::routes())
         .merge(api)
         .merge(ops::routes())
+        .merge(scripts::routes())
         .fallback(api::not_found)
         .with_state(state)
 }
