@@ -138,10 +138,39 @@ function startPublisher(sdk, channel) {
 }
 
 /**
- * Runs the crash scenario and returns what the subscriber got and what was acknowledged.
- * @returns {{received: number[], acked: number[], ackedWhileAway: number[]}}
+ * The subscriber of the scenario as pusher-js in this process: subscribes to `channel`
+ * and records the numbers it gets ('GAP' for a crier:gap).
  */
-async function killScenario({ channel = 'ledger', away = 20 } = {}) {
+function nodeSubscriber() {
+  let client;
+  const received = [];
+  const resubscribed = [];
+  return {
+    async start(crier, wsPort, channel) {
+      client = await connect(crier, { wsPort }, { label: 'resumer' });
+      const ch = await subscribe(client, channel);
+      // pusher-js JSON-decodes data: "7" arrives as 7.
+      ch.bind('entry', (d) => received.push(Number(d)));
+      ch.bind('crier:gap', () => received.push('GAP'));
+      ch.bind('pusher:subscription_succeeded', () => resubscribed.push(true));
+    },
+    received: async () => received,
+    resubscriptions: async () => resubscribed.length,
+    waitState: (states, timeout) => waitForState(client, states, { timeout }),
+    describe: async () => framesOf(client),
+    get client() {
+      return client;
+    },
+    stop: () => client && disconnect(client),
+  };
+}
+
+/**
+ * Runs the crash scenario with `sub` (default: pusher-js in this process) and returns
+ * what it got and what was acknowledged.
+ * @returns {{received: Array<number|'GAP'>, acked: number[], ackedWhileAway: number[], sub}}
+ */
+async function killScenario({ sub = nodeSubscriber(), channel = 'ledger', away = 20 } = {}) {
   const port = await freePort();
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'crier-resume-data-'));
   // History covers the whole run, so a gap can only come from a lost message.
@@ -149,46 +178,35 @@ async function killScenario({ channel = 'ledger', away = 20 } = {}) {
   let crier = await startServer(opts);
   const proxy = await gateProxy(port);
   let publisher;
-  let client;
   try {
-    client = await connect(crier, { wsPort: proxy.port }, { label: 'resumer' });
-    const ch = await subscribe(client, channel);
-    const received = [];
-    const resubscribed = [];
-    // pusher-js JSON-decodes data: "7" arrives as 7.
-    ch.bind('entry', (d) => received.push(Number(d)));
-    ch.bind('crier:gap', () => received.push('GAP'));
-    ch.bind('pusher:subscription_succeeded', () => resubscribed.push(true));
-
+    await sub.start(crier, proxy.port, channel);
     publisher = startPublisher(sdkAt(port), channel);
     await publisher.more(away);
-    await waitUntil(() => received.length >= away, { label: `${away} live messages`, describe: () => framesOf(client) });
+    await waitUntil(async () => (await sub.received()).length >= away, { label: `${away} live messages`, describe: sub.describe });
 
     proxy.close();
     await crier.kill();
-    await waitForState(client, ['connecting', 'unavailable']);
+    await sub.waitState(['connecting', 'unavailable'], 10000);
     crier = await startServer(opts);
     const before = publisher.acked.length;
     await publisher.more(away);
     const ackedWhileAway = publisher.acked.slice(before);
     proxy.open();
-    const reopened = Date.now();
-    await waitForState(client, 'connected', { timeout: 20000 });
-    if (process.env.E2E_DEBUG_RESUME) console.error(`reconnected ${Date.now() - reopened} ms after the gate opened`);
-    await waitUntil(() => resubscribed.length >= 1, { label: 'the resubscription', describe: () => framesOf(client) });
+    await sub.waitState(['connected'], 20000);
+    await waitUntil(async () => (await sub.resubscriptions()) >= 1, { label: 'the resubscription', describe: sub.describe });
     // Live again: some more, then stop and wait for the last acknowledged one.
     await publisher.more(away);
     await publisher.stop();
     const last = publisher.acked[publisher.acked.length - 1];
-    await waitUntil(() => received.includes(last), { label: `message ${last}`, timeout: 10000, describe: () => framesOf(client) });
-    return { received, acked: publisher.acked, ackedWhileAway, client };
+    await waitUntil(async () => (await sub.received()).includes(last), { label: `message ${last}`, timeout: 10000, describe: sub.describe });
+    return { received: await sub.received(), acked: publisher.acked, ackedWhileAway, sub };
   } finally {
     if (publisher) await publisher.stop();
-    if (client) await disconnect(client);
+    await sub.stop();
     await proxy.shutdown();
     await crier.stop();
     fs.rmSync(dataDir, { recursive: true, force: true });
   }
 }
 
-module.exports = { gateProxy, loadAddOn, sdkAt, startPublisher, killScenario };
+module.exports = { gateProxy, loadAddOn, sdkAt, startPublisher, killScenario, nodeSubscriber };

@@ -39,7 +39,8 @@ test('served as a classic script and as an ES module, both JavaScript for any or
 
 test('SIGKILL, restart on the same port and data: every acknowledged message arrives exactly once, in order', { timeout: 90000 }, async () => {
   await withAddOn();
-  const { received, acked, ackedWhileAway, client } = await killScenario();
+  const { received, acked, ackedWhileAway, sub } = await killScenario();
+  const client = sub.client;
   assert.ok(!received.includes('GAP'), `crier:gap: history should have covered the outage\n${framesOf(client)}`);
   // A publish cut by the kill may be stored without its answer: such a message may
   // arrive too, but nothing twice and nothing out of order.
