@@ -26,6 +26,7 @@ pub struct Config {
     pub history: HistoryConfig,
     pub ingest: IngestConfig,
     pub broker: BrokerConfig,
+    pub demo: DemoConfig,
 }
 
 impl Default for Config {
@@ -36,7 +37,24 @@ impl Default for Config {
             history: HistoryConfig::default(),
             ingest: IngestConfig::default(),
             broker: BrokerConfig::default(),
+            demo: DemoConfig::default(),
         }
+    }
+}
+
+/// `[demo]`: the demo pages under `/demo` (see `crate::demo`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DemoConfig {
+    /// Serve the pages and their endpoints. They sign tokens and publish on the first
+    /// app's `*demo-*` channels for anyone who can reach the server: turn them off
+    /// where that matters.
+    pub enabled: bool,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        Self { enabled: true }
     }
 }
 

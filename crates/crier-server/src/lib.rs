@@ -7,6 +7,7 @@
 pub mod api;
 pub mod build;
 pub mod config;
+pub mod demo;
 pub mod ingest;
 mod listener;
 pub mod logging;

@@ -3,7 +3,7 @@
 
 use crate::config::Config;
 use crate::state::AppState;
-use crate::{api, build, ingest, ops, scripts, transport};
+use crate::{api, build, demo, ingest, ops, scripts, transport};
 use axum::extract::DefaultBodyLimit;
 use axum::{middleware, Router};
 use crier_core::Node;
@@ -48,13 +48,15 @@ fn router(state: AppState) -> Router {
         // The middleware above has already enforced the limit (with a JSON 413); this
         // only keeps axum's 2 MiB default from cutting a larger configured limit.
         .layer(DefaultBodyLimit::max(max_body));
-    Router::new()
+    let mut router = Router::new()
         .merge(transport::routes())
         .merge(api)
         .merge(ops::routes())
-        .merge(scripts::routes())
-        .fallback(api::not_found)
-        .with_state(state)
+        .merge(scripts::routes());
+    if state.config.demo.enabled {
+        router = router.merge(demo::routes());
+    }
+    router.fallback(api::not_found).with_state(state)
 }
 
 /// Starts a server on `listener` and returns once it accepts connections.
