@@ -43,18 +43,23 @@ impl Default for Config {
 }
 
 /// `[demo]`: the demo pages under `/demo` (see `crate::demo`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DemoConfig {
     /// Serve the pages and their endpoints. They sign tokens and publish on the first
-    /// app's `*demo-*` channels for anyone who can reach the server: turn them off
-    /// where that matters.
-    pub enabled: bool,
+    /// app's demo channels for anyone who can reach the server, so unset means: only
+    /// while `server.listen` is a loopback address.
+    pub enabled: Option<bool>,
 }
 
-impl Default for DemoConfig {
-    fn default() -> Self {
-        Self { enabled: true }
+impl DemoConfig {
+    /// Whether `/demo` is served by a server listening on `listen`.
+    pub fn active(&self, listen: &str) -> bool {
+        self.enabled.unwrap_or_else(|| {
+            listen
+                .parse::<std::net::SocketAddr>()
+                .is_ok_and(|a| a.ip().is_loopback())
+        })
     }
 }
 

@@ -13,8 +13,8 @@
 //!
 //! Everything acts for the first configured app and only on the channels above: the
 //! endpoints sign for and publish to anyone who can reach the server, which is the point
-//! of a demo and why `[demo] enabled = false` turns it all off. The files are compiled
-//! into the binary.
+//! of a demo and why it is served only on a loopback listener unless `[demo] enabled =
+//! true` (and never with `enabled = false`). The files are compiled into the binary.
 
 use crate::state::AppState;
 use axum::extract::{Query, State};

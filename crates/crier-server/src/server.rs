@@ -53,7 +53,7 @@ fn router(state: AppState) -> Router {
         .merge(api)
         .merge(ops::routes())
         .merge(scripts::routes());
-    if state.config.demo.enabled {
+    if state.config.demo.active(&state.config.server.listen) {
         router = router.merge(demo::routes());
     }
     router.fallback(api::not_found).with_state(state)

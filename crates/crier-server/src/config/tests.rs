@@ -138,3 +138,16 @@ fn the_redis_broker_is_refused_until_it_exists() {
     assert!(e.starts_with("broker.kind"), "{e}");
     assert!(e.contains("not available yet"), "{e}");
 }
+
+#[test]
+fn demo_pages_default_to_loopback_only() {
+    let unset = DemoConfig::default();
+    assert!(unset.active("127.0.0.1:6001"));
+    assert!(unset.active("[::1]:6001"));
+    assert!(!unset.active("0.0.0.0:6001"));
+    assert!(!unset.active("10.0.0.5:6001"));
+    let c = Config::from_toml("[demo]\nenabled = false\n").unwrap();
+    assert!(!c.demo.active("127.0.0.1:6001"));
+    let c = Config::from_toml("[demo]\nenabled = true\n").unwrap();
+    assert!(c.demo.active("0.0.0.0:6001"));
+}
