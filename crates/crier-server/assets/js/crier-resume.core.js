@@ -69,14 +69,16 @@ function crierResume(Pusher) {
     var socket = { socketId: null, owner: null, pending: new Map() };
     // pusher-js handles frames in `onmessage`, and subscribes from inside its handling
     // of the handshake: the frame must be seen before that, so the handler it sets is
-    // wrapped. The listener covers a client that uses addEventListener instead (a frame
-    // seen twice is recorded twice, which changes nothing).
-    interceptOnMessage(ws, function (e) {
+    // wrapped. The listener covers a client that uses addEventListener instead; whichever
+    // runs first for a frame reads it.
+    var last = null;
+    var see = function (e) {
+      if (e === last) return;
+      last = e;
       onFrame(socket, e.data);
-    });
-    ws.addEventListener('message', function (e) {
-      onFrame(socket, e.data);
-    });
+    };
+    interceptOnMessage(ws, see);
+    ws.addEventListener('message', see);
     ws.addEventListener('close', function () {
       if (socket.socketId && bySocketId.get(socket.socketId) === socket) bySocketId.delete(socket.socketId);
     });
