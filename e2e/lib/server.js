@@ -47,6 +47,9 @@ function tail(s) {
  * @param {string} [opts.config] TOML text for --config
  * @param {string[]} [opts.extraArgs] more flags after the standard ones
  * @param {object} [opts.env] extra environment variables
+ * @param {boolean} [opts.udp] UDP ingest on an ephemeral port (`srv.udpPort`)
+ * @param {number} [opts.port] listen on this port instead of an ephemeral one
+ * @param {string} [opts.dataDir] use this data directory (kept by `stop`)
  */
 async function startServer(opts = {}) {
   const bin = binaryPath();
@@ -56,8 +59,10 @@ async function startServer(opts = {}) {
     );
   }
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'crier-e2e-'));
-  const dataDir = path.join(tmp, 'data');
-  const args = ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir, '--udp-listen', ''];
+  const dataDir = opts.dataDir || path.join(tmp, 'data');
+  // UDP ingest is off unless asked for (opts.udp): then on an ephemeral port, read back
+  // from the banner as `srv.udpPort`.
+  const args = ['serve', '--listen', `127.0.0.1:${opts.port || 0}`, '--data-dir', dataDir, '--udp-listen', opts.udp ? '127.0.0.1:0' : ''];
   if (opts.config != null) {
     const cfg = path.join(tmp, 'crier.toml');
     fs.writeFileSync(cfg, opts.config);
@@ -114,7 +119,8 @@ async function startServer(opts = {}) {
       stdout = tail(stdout + d);
       if (echo) process.stderr.write(`[crier:out] ${d}`);
       const m = /listening on (https?):\/\/127\.0\.0\.1:(\d+)/.exec(stdout);
-      if (m) finish(null, { scheme: m[1], port: Number(m[2]) });
+      // The banner ends with the operations line; the UDP address comes before it.
+      if (m && stdout.includes('health: /health')) finish(null, { scheme: m[1], port: Number(m[2]) });
     });
     child.on('error', (e) => finish(new Error(`cannot start Crier (${bin}): ${e.message}`)));
     exitPromise.then(({ code, signal }) =>
@@ -132,9 +138,11 @@ async function startServer(opts = {}) {
     throw e;
   }
 
+  const udp = /UDP ingest:\s+127\.0\.0\.1:(\d+)/.exec(stdout);
   let stopping = null;
   const server = {
     port,
+    udpPort: udp ? Number(udp[1]) : null,
     host: '127.0.0.1',
     url: `${scheme}://127.0.0.1:${port}`,
     tls: scheme === 'https',
@@ -145,6 +153,11 @@ async function startServer(opts = {}) {
     stdout: () => stdout,
     exited: () => exited,
     stopRequested: () => stopping !== null,
+    /** SIGKILL (a crash), resolving once the process is gone; keeps the data directory. */
+    async kill() {
+      if (!exited) child.kill('SIGKILL');
+      return exitPromise;
+    },
     /** SIGTERM, then SIGKILL after 5 s; removes the temporary data directory. */
     stop() {
       if (stopping) return stopping;

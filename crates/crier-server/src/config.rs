@@ -27,6 +27,7 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub broker: BrokerConfig,
     pub dashboard: DashboardConfig,
+    pub demo: DemoConfig,
 }
 
 impl Default for Config {
@@ -38,7 +39,29 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             broker: BrokerConfig::default(),
             dashboard: DashboardConfig::default(),
+            demo: DemoConfig::default(),
         }
+    }
+}
+
+/// `[demo]`: the demo pages under `/demo` (see `crate::demo`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DemoConfig {
+    /// Serve the pages and their endpoints. They sign tokens and publish on the first
+    /// app's demo channels for anyone who can reach the server, so unset means: only
+    /// while `server.listen` is a loopback address.
+    pub enabled: Option<bool>,
+}
+
+impl DemoConfig {
+    /// Whether `/demo` is served by a server listening on `listen`.
+    pub fn active(&self, listen: &str) -> bool {
+        self.enabled.unwrap_or_else(|| {
+            listen
+                .parse::<std::net::SocketAddr>()
+                .is_ok_and(|a| a.ip().is_loopback())
+        })
     }
 }
 

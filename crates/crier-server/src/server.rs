@@ -4,7 +4,7 @@
 use crate::config::Config;
 use crate::state::AppState;
 use crate::tls::Tls;
-use crate::{api, build, ingest, ops, transport};
+use crate::{api, build, demo, ingest, ops, scripts, transport};
 use axum::extract::DefaultBodyLimit;
 use axum::{middleware, Router};
 use crier_core::Node;
@@ -60,14 +60,17 @@ fn router(state: AppState) -> Router {
         // The middleware above has already enforced the limit (with a JSON 413); this
         // only keeps axum's 2 MiB default from cutting a larger configured limit.
         .layer(DefaultBodyLimit::max(max_body));
-    Router::new()
+    let mut router = Router::new()
         .merge(transport::routes())
         .merge(api)
         .merge(ops::routes())
         .merge(crate::landing::routes())
         .merge(crate::dashboard::routes(&state))
-        .fallback(api::not_found)
-        .with_state(state)
+        .merge(scripts::routes());
+    if state.config.demo.active(&state.config.server.listen) {
+        router = router.merge(demo::routes());
+    }
+    router.fallback(api::not_found).with_state(state)
 }
 
 /// Starts a server on `listener` and returns once it accepts connections.

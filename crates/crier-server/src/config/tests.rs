@@ -192,3 +192,16 @@ fn dashboard_keys_parse_and_a_half_login_is_refused() {
     let e = c.validate().unwrap_err().to_string();
     assert!(e.starts_with("dashboard.username: "), "{e}");
 }
+
+#[test]
+fn demo_pages_default_to_loopback_only() {
+    let unset = DemoConfig::default();
+    assert!(unset.active("127.0.0.1:6001"));
+    assert!(unset.active("[::1]:6001"));
+    assert!(!unset.active("0.0.0.0:6001"));
+    assert!(!unset.active("10.0.0.5:6001"));
+    let c = Config::from_toml("[demo]\nenabled = false\n").unwrap();
+    assert!(!c.demo.active("127.0.0.1:6001"));
+    let c = Config::from_toml("[demo]\nenabled = true\n").unwrap();
+    assert!(c.demo.active("0.0.0.0:6001"));
+}

@@ -1,0 +1,2 @@
+export { crierResume };
+export default crierResume;
