@@ -1,5 +1,6 @@
 //! Command line: the named scenarios, their defaults, and the options they share.
 
+use crate::cluster::ClusterSpec;
 use crate::plan::{Target, Transport};
 use crate::publish::Via;
 use crate::run::{RunSpec, Server};
@@ -36,6 +37,13 @@ pub(crate) enum Command {
     Sse(Opts),
     /// Long-poll subscribers.
     Poll(Opts),
+    /// Several Crier nodes on one Redis, acting as one server: the tool starts a
+    /// redis-server (free loopback port, nothing persisted) and --nodes nodes with the
+    /// Redis broker under one key prefix; WebSocket subscribers are spread so every
+    /// channel has subscribers on every node, and each channel is published on one
+    /// node, so deliveries cross nodes. Reports each node's and Redis's CPU per 1,000
+    /// messages beside throughput, latency and loss (which fails the run).
+    Cluster(ClusterOpts),
     /// Churns connections and subscriptions (connect, subscribe, receive, close) for
     /// --duration seconds (default 600) or -n cumulative connections (default 1,000,000),
     /// whichever comes first; reports the server's RSS, open files and tasks at the
@@ -58,6 +66,48 @@ pub(crate) enum Command {
     /// Internal: a worker process holding a slice of the connections.
     #[command(hide = true)]
     Worker,
+}
+
+/// The `cluster` scenario's own options, before the shared ones.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct ClusterOpts {
+    /// Crier nodes to start on the one redis-server.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) nodes: usize,
+    /// The redis-server binary to start.
+    #[arg(long, default_value = "redis-server")]
+    pub(crate) redis_server: PathBuf,
+    #[command(flatten)]
+    pub(crate) opts: Opts,
+}
+
+impl ClusterOpts {
+    /// The run: the shared options over the cluster defaults, on a cluster of our own.
+    ///
+    /// # Errors
+    /// Options the cluster scenario cannot honour.
+    pub(crate) fn spec(&self) -> anyhow::Result<RunSpec> {
+        let o = &self.opts;
+        if o.target == Target::Nchan {
+            bail!("the cluster scenario runs Crier nodes over Redis; Nchan has no such mode");
+        }
+        if o.url.is_some() || !o.server_pids.is_empty() || o.udp.is_some() {
+            bail!("the cluster scenario starts its own redis-server and nodes; --url, --server-pid and --udp do not apply");
+        }
+        if !(1..=16).contains(&self.nodes) {
+            bail!("--nodes must be 1 to 16");
+        }
+        let mut spec = o.spec("cluster")?;
+        let Server::Spawn(node) = o.server(o.fsync.clone()) else {
+            unreachable!("no --url, so the server is spawned");
+        };
+        spec.server = Server::Cluster(ClusterSpec {
+            nodes: self.nodes,
+            redis_binary: self.redis_server.clone(),
+            node,
+        });
+        Ok(spec)
+    }
 }
 
 /// Options shared by every scenario. Unset numbers take the scenario's defaults.
@@ -228,6 +278,14 @@ pub(crate) fn defaults(scenario: &str) -> anyhow::Result<Defaults> {
             rate: 200.0,
             ..base
         },
+        // 100 subscribers per channel (half on each of 2 nodes), 1,000 messages/s:
+        // 100k deliveries/s asked.
+        "cluster" => Defaults {
+            connections: 1_000,
+            channels: 10,
+            rate: 1_000.0,
+            ..base
+        },
         "soak" => Defaults {
             connections: 1_000_000,
             channels: 50,
@@ -237,7 +295,7 @@ pub(crate) fn defaults(scenario: &str) -> anyhow::Result<Defaults> {
             ..base
         },
         other => {
-            bail!("unknown scenario {other:?}: idle, fanout, channels, publish, sse, poll, soak")
+            bail!("unknown scenario {other:?}: idle, fanout, channels, publish, sse, poll, cluster, soak")
         }
     })
 }

@@ -24,7 +24,8 @@ const LATENCY_BATCH: usize = 128;
 /// What the connection tasks of one worker share.
 pub(crate) struct Ctx {
     pub(crate) plan: WorkerPlan,
-    pub(crate) endpoint: Endpoint,
+    /// The server's address, or each cluster node's (`plan.urls`).
+    endpoints: Vec<Endpoint>,
     pub(crate) connect_permits: Semaphore,
     pub(crate) connected: AtomicU64,
     pub(crate) failed: AtomicU64,
@@ -39,7 +40,11 @@ impl Ctx {
     /// When the plan's URL is not an `http://host:port`.
     pub(crate) fn new(plan: WorkerPlan) -> anyhow::Result<Self> {
         Ok(Self {
-            endpoint: Endpoint::parse(&plan.url)?,
+            endpoints: plan
+                .urls
+                .iter()
+                .map(|u| Endpoint::parse(u))
+                .collect::<anyhow::Result<_>>()?,
             connect_permits: Semaphore::new(plan.connect_concurrency.max(1)),
             connected: AtomicU64::new(0),
             failed: AtomicU64::new(0),
@@ -50,6 +55,11 @@ impl Ctx {
         })
     }
 
+    /// Where connection `idx` connects: its node's address.
+    pub(crate) fn endpoint(&self, idx: usize) -> &Endpoint {
+        &self.endpoints[self.plan.node_of(idx) % self.endpoints.len()]
+    }
+
     fn connect_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.plan.connect_timeout_secs.max(0.1))
     }
@@ -58,6 +68,8 @@ impl Ctx {
 /// How one connection ended.
 #[derive(Debug, Default)]
 pub(crate) struct ConnResult {
+    /// The node (index into the plan's URLs) the connection was made to.
+    pub(crate) node: usize,
     pub(crate) connected: bool,
     /// Why it could not connect or subscribe, or why it broke before the end.
     pub(crate) error: Option<String>,
@@ -77,12 +89,15 @@ pub(crate) async fn run(
 ) -> ConnResult {
     let fin = Finisher::new(finish);
     let recv = Recv::new(&ctx.plan.channels_of(idx));
-    match (ctx.plan.target, ctx.plan.transport) {
+    let node = ctx.plan.node_of(idx);
+    let mut result = match (ctx.plan.target, ctx.plan.transport) {
         (_, Transport::Ws) => ws::run(ctx, idx, fin, recv).await,
         (_, Transport::Sse) => sse::run(ctx, idx, fin, recv).await,
         (Target::Crier, Transport::Poll) => poll::run(ctx, idx, fin, recv).await,
         (Target::Nchan, Transport::Poll) => nchan_poll::run(ctx, idx, fin, recv).await,
-    }
+    };
+    result.node = node;
+    result
 }
 
 /// Counts a connection as subscribed (or failed) once, for the ready barrier.
@@ -190,6 +205,7 @@ impl Recv {
     fn into_result(mut self, ctx: &Ctx, connected: bool, error: Option<String>) -> ConnResult {
         ctx.latency.merge(&mut self.latency);
         ConnResult {
+            node: 0,
             connected,
             error,
             tracks: self.tracks,

@@ -3,6 +3,7 @@
 
 mod cli;
 mod client;
+mod cluster;
 mod hist;
 mod limits;
 mod net;
@@ -61,6 +62,13 @@ async fn dispatch(command: Command) -> anyhow::Result<bool> {
                 bail!("the soak speaks the Pusher protocol; run it against Crier");
             }
             return soak::run(&opts.spec("soak")?, opts.json).await;
+        }
+        Command::Cluster(c) => {
+            let report = run_one(&c.spec()?, &c.opts).await?;
+            if c.opts.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            }
+            return Ok(report.ok);
         }
         Command::Compare {
             scenario,

@@ -29,8 +29,12 @@ pub(crate) enum Transport {
 pub(crate) struct WorkerPlan {
     pub(crate) target: Target,
     pub(crate) transport: Transport,
-    /// `http://host:port` of the server.
-    pub(crate) url: String,
+    /// `http://host:port` of the server, or of each node of a cluster: connection
+    /// `idx` talks to `urls[node_of(idx)]`.
+    pub(crate) urls: Vec<String>,
+    /// Publishing tasks (`--concurrency`, at most one per channel), so that a worker
+    /// knows which node published each channel: see [`publishing_node`].
+    pub(crate) publishers: usize,
     pub(crate) app_key: String,
     /// Channel names are this prefix plus the channel index; unique per run so no
     /// history of an earlier run is delivered.
@@ -62,6 +66,47 @@ impl WorkerPlan {
     pub(crate) fn len(&self) -> usize {
         self.conn_end - self.conn_start
     }
+
+    /// The node connection `idx` subscribes on; see [`subscriber_node`].
+    pub(crate) fn node_of(&self, idx: usize) -> usize {
+        subscriber_node(idx, self.channels, self.subs_per_conn, self.urls.len())
+    }
+
+    /// The node that publishes `channel`; see [`publishing_node`].
+    pub(crate) fn publisher_of(&self, channel: u32) -> usize {
+        publishing_node(
+            channel as usize,
+            self.channels,
+            self.publishers,
+            self.urls.len(),
+        )
+    }
+}
+
+/// The node connection `idx` subscribes on, of `nodes`. Connections take the channels
+/// in rounds (see [`channels_of`]); each round goes to the next node, so every channel
+/// with at least `nodes` subscribers has subscribers on every node.
+pub(crate) fn subscriber_node(
+    idx: usize,
+    channels: usize,
+    subs_per_conn: usize,
+    nodes: usize,
+) -> usize {
+    let subs = subs_per_conn.min(channels).max(1);
+    (idx * subs / channels.max(1)) % nodes.max(1)
+}
+
+/// The node that publishes `channel`, of `nodes`: the publishing task that owns it
+/// (`channel % tasks`, with `tasks` = the in-flight bound, at most one per channel)
+/// sends to node `task % nodes`.
+pub(crate) fn publishing_node(
+    channel: usize,
+    channels: usize,
+    concurrency: usize,
+    nodes: usize,
+) -> usize {
+    let tasks = concurrency.clamp(1, channels.max(1));
+    (channel % tasks) % nodes.max(1)
 }
 
 /// See [`WorkerPlan::channels_of`].
@@ -124,6 +169,10 @@ pub(crate) struct WorkerReport {
     pub(crate) gaps: u64,
     /// Messages for a channel the connection did not subscribe to.
     pub(crate) unexpected: u64,
+    /// Of `received`, those delivered by another node than the one that published
+    /// them (cluster runs; 0 with one server).
+    #[serde(default)]
+    pub(crate) cross_node: u64,
     /// Unix micros of the first and last delivery (0 if none).
     pub(crate) first_delivery_us: u64,
     pub(crate) last_delivery_us: u64,
@@ -148,5 +197,28 @@ mod tests {
         }
         assert_eq!(per_channel, [8; 5]);
         assert_eq!(channels_of(3, 1, 4), vec![0]);
+    }
+
+    #[test]
+    fn every_channel_has_subscribers_on_every_node() {
+        // 20 channels, 100 connections, 2 subscriptions each: 10 per channel.
+        let mut nodes_of = vec![std::collections::HashSet::new(); 20];
+        for idx in 0..100 {
+            for c in channels_of(idx, 20, 2) {
+                nodes_of[c as usize].insert(subscriber_node(idx, 20, 2, 3));
+            }
+        }
+        assert!(nodes_of.iter().all(|n| n.len() == 3), "{nodes_of:?}");
+        // One channel: connections alternate.
+        let one: Vec<usize> = (0..4).map(|i| subscriber_node(i, 1, 1, 2)).collect();
+        assert_eq!(one, vec![0, 1, 0, 1]);
+    }
+
+    #[test]
+    fn publishers_are_spread_over_the_nodes() {
+        // 10 channels, 4 tasks: channel c is task c % 4's, on node (c % 4) % 2.
+        let nodes: Vec<usize> = (0..10).map(|c| publishing_node(c, 10, 4, 2)).collect();
+        assert_eq!(nodes, vec![0, 1, 0, 1, 0, 1, 0, 1, 0, 1]);
+        assert_eq!(publishing_node(7, 10, 64, 1), 0);
     }
 }

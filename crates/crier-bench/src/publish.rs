@@ -35,8 +35,11 @@ pub(crate) enum Via {
 pub(crate) struct PubPlan {
     pub(crate) target: Target,
     pub(crate) via: Via,
-    pub(crate) endpoint: Endpoint,
-    pub(crate) udp: Option<SocketAddr>,
+    /// The server, or every node of a cluster: task `t` publishes to node
+    /// `t % endpoints.len()` (see [`crate::plan::publishing_node`]).
+    pub(crate) endpoints: Vec<Endpoint>,
+    /// The UDP ingest of the server or of each node (empty: none).
+    pub(crate) udp: Vec<SocketAddr>,
     pub(crate) app_id: String,
     pub(crate) app_key: String,
     pub(crate) app_secret: String,
@@ -141,6 +144,8 @@ struct Task {
     error_kinds: HashMap<String, u64>,
     http: Option<HttpConn>,
     udp: Option<UdpSocket>,
+    /// The node this task publishes to.
+    node: usize,
 }
 
 impl Task {
@@ -161,6 +166,7 @@ impl Task {
             error_kinds: HashMap::new(),
             http: None,
             udp: None,
+            node: t,
             plan,
         }
     }
@@ -264,7 +270,8 @@ impl Task {
             Target::Crier => crier_request(&plan, events),
         };
         if self.http.as_ref().is_none_or(HttpConn::is_closed) {
-            self.http = Some(HttpConn::open(None, &plan.endpoint).await?);
+            let endpoint = &plan.endpoints[self.node % plan.endpoints.len()];
+            self.http = Some(HttpConn::open(None, endpoint).await?);
         }
         let conn = self.http.as_mut().expect("opened above");
         let result = conn
@@ -283,7 +290,7 @@ impl Task {
     }
 
     async fn send_udp(&mut self, events: &[(String, String)]) -> anyhow::Result<()> {
-        let Some(target) = self.plan.udp else {
+        let Some(&target) = self.plan.udp.get(self.node % self.plan.udp.len().max(1)) else {
             bail!("no UDP ingest address (pass --udp, or spawn the server)");
         };
         if self.udp.is_none() {
@@ -369,8 +376,8 @@ mod tests {
         let plan = PubPlan {
             target: Target::Crier,
             via: Via::Http,
-            endpoint: Endpoint::parse("http://127.0.0.1:6001").expect("endpoint"),
-            udp: None,
+            endpoints: vec![Endpoint::parse("http://127.0.0.1:6001").expect("endpoint")],
+            udp: Vec::new(),
             app_id: "app".into(),
             app_key: "app-key".into(),
             app_secret: "app-secret".into(),

@@ -21,6 +21,9 @@ pub(crate) struct Report {
     pub(crate) publish: Publishing,
     pub(crate) delivery: Delivery,
     pub(crate) errors: Vec<(String, u64)>,
+    /// Each node's and Redis's share (the `cluster` scenario).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) cluster: Option<ClusterUse>,
     /// Every connection held, every expected message arrived once and in order.
     pub(crate) ok: bool,
     pub(crate) problems: Vec<String>,
@@ -53,6 +56,28 @@ pub(crate) struct ServerUse {
     pub(crate) cpu_publish_secs: Option<f64>,
 }
 
+/// The nodes of a cluster run and their redis-server.
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct ClusterUse {
+    pub(crate) nodes: Vec<ProcessUse>,
+    pub(crate) redis: Option<ProcessUse>,
+    /// The Redis key prefix the nodes shared.
+    pub(crate) prefix: String,
+}
+
+/// One process of a cluster run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct ProcessUse {
+    pub(crate) name: String,
+    pub(crate) pid: u32,
+    pub(crate) rss_end_kib: Option<u64>,
+    pub(crate) cpu_total_secs: Option<f64>,
+    /// CPU seconds while publishing and delivering.
+    pub(crate) cpu_publish_secs: Option<f64>,
+    /// `cpu_publish_secs` per 1,000 messages published (to the whole cluster).
+    pub(crate) cpu_per_1000_messages: Option<f64>,
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub(crate) struct Publishing {
     pub(crate) messages: u64,
@@ -78,6 +103,10 @@ pub(crate) struct Delivery {
     pub(crate) out_of_order: u64,
     pub(crate) gaps: u64,
     pub(crate) unexpected: u64,
+    /// Of `delivered`, those made by another node than the one the message was
+    /// published on (cluster runs).
+    pub(crate) cross_node: u64,
+    pub(crate) cross_node_per_sec: f64,
 }
 
 impl Report {
@@ -179,11 +208,35 @@ impl Report {
             "deliveries   {} of {} in {:.2} s, {:.0} deliveries/s",
             d.delivered, d.expected, d.secs, d.per_sec
         ));
+        if self.cluster.is_some() {
+            line(format!(
+                "  cross-node {} ({:.0}/s) delivered by another node than the one published to",
+                d.cross_node, d.cross_node_per_sec
+            ));
+        }
         line(format!("  latency    {}", d.latency.line()));
         line(format!(
             "loss         missing {}, duplicates {}, out-of-order {}, gaps {}, unexpected {}",
             d.missing, d.duplicates, d.out_of_order, d.gaps, d.unexpected
         ));
+        if let Some(c) = &self.cluster {
+            line(format!(
+                "cluster      {} node(s) on one redis-server, key prefix {:?}; CPU while publishing:",
+                c.nodes.len(),
+                c.prefix
+            ));
+            for p in c.nodes.iter().chain(&c.redis) {
+                line(format!(
+                    "  {:<28} pid {:>7}: {}, {} per 1000 messages, {} at end",
+                    p.name,
+                    p.pid,
+                    secs(p.cpu_publish_secs),
+                    p.cpu_per_1000_messages
+                        .map_or("?".into(), |x| format!("{x:.3} s")),
+                    kib(p.rss_end_kib)
+                ));
+            }
+        }
         for (e, n) in &self.errors {
             line(format!("  error x{n}: {e}"));
         }

@@ -2,6 +2,7 @@
 //! open and subscribe the connections (in workers), measure memory, publish, wait for
 //! the deliveries, collect the workers' reports and the server's CPU time.
 
+use crate::cluster::{self, ClusterSpec};
 use crate::hist::{self, Summary};
 use crate::limits;
 use crate::net::Endpoint;
@@ -9,7 +10,7 @@ use crate::plan::{Finish, FromWorker, Target, ToWorker, Transport, WorkerPlan, W
 use crate::pool::Pool;
 use crate::procfs;
 use crate::publish::{self, PubPlan, Via};
-use crate::report::{Connections, Delivery, Publishing, Report, ServerUse};
+use crate::report::{ClusterUse, Connections, Delivery, ProcessUse, Publishing, Report, ServerUse};
 use crate::spawn::{self, SpawnSpec};
 use anyhow::{bail, Context};
 use std::net::SocketAddr;
@@ -28,6 +29,35 @@ pub(crate) enum Server {
         pids: Vec<u32>,
         udp: Option<SocketAddr>,
     },
+    /// A redis-server and N Crier nodes on it, started for the run.
+    Cluster(ClusterSpec),
+}
+
+/// The servers a run measures: one, or every node of a cluster.
+struct Servers {
+    urls: Vec<String>,
+    /// Per node, its processes (nginx: master and workers; may be empty when unknown).
+    pids: Vec<Vec<u32>>,
+    /// Each node's UDP ingest, where it has one.
+    udp: Vec<SocketAddr>,
+    /// The cluster's redis-server.
+    redis_pid: Option<u32>,
+}
+
+impl Servers {
+    fn one(url: String, pids: Vec<u32>, udp: Option<SocketAddr>) -> Self {
+        Self {
+            urls: vec![url],
+            pids: vec![pids],
+            udp: udp.into_iter().collect(),
+            redis_pid: None,
+        }
+    }
+
+    /// Every process of every node, for the totals.
+    fn all_pids(&self) -> Vec<u32> {
+        self.pids.iter().flatten().copied().collect()
+    }
 }
 
 /// Everything a run needs.
@@ -83,9 +113,9 @@ pub(crate) async fn run(spec: &RunSpec) -> anyhow::Result<Report> {
             let mut server = spawn::start(s).await?;
             let url = format!("http://{}", server.addr);
             let pids = vec![server.pid];
-            let udp = server.udp;
+            let servers = Servers::one(url, pids.clone(), server.udp);
             let result = match limits::check_server_fds(&pids, n) {
-                Ok(()) => measure(spec, &url, &pids, udp, workers, in_process).await,
+                Ok(()) => measure(spec, &servers, workers, in_process).await,
                 Err(e) => Err(e),
             };
             let result = result.map(|mut r| {
@@ -114,7 +144,61 @@ pub(crate) async fn run(spec: &RunSpec) -> anyhow::Result<Report> {
                 pids.clone()
             };
             limits::check_server_fds(&pids, n)?;
-            measure(spec, url, &pids, *udp, workers, in_process).await
+            let servers = Servers::one(url.clone(), pids, *udp);
+            measure(spec, &servers, workers, in_process).await
+        }
+        Server::Cluster(c) => {
+            let mut cluster = cluster::start(c).await?;
+            let nodes = cluster.nodes.len() as u64;
+            let servers = Servers {
+                urls: cluster
+                    .nodes
+                    .iter()
+                    .map(|s| format!("http://{}", s.addr))
+                    .collect(),
+                pids: cluster.nodes.iter().map(|s| vec![s.pid]).collect(),
+                udp: cluster.nodes.iter().filter_map(|s| s.udp).collect(),
+                redis_pid: Some(cluster.redis.pid),
+            };
+            // Each node holds about 1/N of the connections.
+            let fds = servers
+                .pids
+                .iter()
+                .try_for_each(|p| limits::check_server_fds(p, n.div_ceil(nodes)));
+            let result = match fds {
+                Ok(()) => measure(spec, &servers, workers, in_process).await,
+                Err(e) => Err(e),
+            };
+            let result = result.map(|mut r| {
+                for (i, node) in cluster.nodes.iter_mut().enumerate() {
+                    if !node.alive() {
+                        r.problems
+                            .push(format!("cluster node {i} exited during the run"));
+                        r.ok = false;
+                    }
+                }
+                if !cluster.redis.alive() {
+                    r.problems.push("redis-server exited during the run".into());
+                    r.ok = false;
+                }
+                if let Some(u) = &mut r.cluster {
+                    u.prefix.clone_from(&cluster.prefix);
+                }
+                r.fsync = c.node.fsync.clone();
+                r
+            });
+            if result.as_ref().map_or(true, |r| !r.ok) {
+                for (i, node) in cluster.nodes.iter().enumerate() {
+                    let tail = node.log_tail();
+                    if !tail.trim().is_empty() {
+                        eprintln!("crier-bench: end of node {i}'s log:\n{tail}");
+                    }
+                }
+                let tail = cluster.redis.log_tail();
+                eprintln!("crier-bench: end of redis-server's log:\n{tail}");
+            }
+            cluster.stop().await;
+            result
         }
     }
 }
@@ -204,13 +288,14 @@ impl Workers {
     }
 }
 
-fn split(spec: &RunSpec, url: &str, prefix: &str, workers: usize) -> Vec<WorkerPlan> {
+fn split(spec: &RunSpec, urls: &[String], prefix: &str, workers: usize) -> Vec<WorkerPlan> {
     let n = spec.connections;
     (0..workers)
         .map(|w| WorkerPlan {
             target: spec.target,
             transport: spec.transport,
-            url: url.to_string(),
+            urls: urls.to_vec(),
+            publishers: spec.concurrency,
             app_key: spec.app_key.clone(),
             prefix: prefix.to_string(),
             conn_start: n * w / workers,
@@ -227,19 +312,19 @@ fn split(spec: &RunSpec, url: &str, prefix: &str, workers: usize) -> Vec<WorkerP
 
 async fn measure(
     spec: &RunSpec,
-    url: &str,
-    pids: &[u32],
-    udp: Option<SocketAddr>,
+    servers: &Servers,
     workers: usize,
     in_process: bool,
 ) -> anyhow::Result<Report> {
+    let pids = &servers.all_pids()[..];
+    let url = servers.urls.join(", ");
     let start = Instant::now();
     let log = |what: String| {
         if spec.progress {
             eprintln!("[{:>7.1}s] {what}", start.elapsed().as_secs_f64());
         }
     };
-    if spec.via == Via::Udp && udp.is_none() {
+    if spec.via == Via::Udp && servers.udp.len() < servers.urls.len() {
         bail!(
             "--publisher udp needs the server's UDP ingest address: pass --udp ADDR, or spawn a server \
              that prints a \"UDP ingest: ADDR\" line (this one printed none: UDP ingest off or not built)"
@@ -248,6 +333,7 @@ async fn measure(
     let tool_cpu0 = procfs::self_cpu_secs();
     let start_us = crate::payload::now_micros();
     let server_cpu0 = procfs::server_cpu_secs(pids);
+    let node_cpu0 = cpu_of_nodes(servers);
     let rss_idle = procfs::server_memory_kib(pids);
     let prefix = format!("bench{}-", crate::payload::now_micros() % 1_000_000_000);
     log(format!(
@@ -258,7 +344,7 @@ async fn measure(
         workers,
         if in_process { ", in-process" } else { "" }
     ));
-    let pool = Pool::start(split(spec, url, &prefix, workers), in_process).await?;
+    let pool = Pool::start(split(spec, &servers.urls, &prefix, workers), in_process).await?;
     let mut w = Workers::new(pool);
     let n = spec.connections as f64;
     let phase = Duration::from_secs_f64(spec.connect_timeout_secs + n / 100.0 + 10.0);
@@ -296,11 +382,16 @@ async fn measure(
     }
     let rss_connected = procfs::server_memory_kib(pids);
     let server_cpu_pub0 = procfs::server_cpu_secs(pids);
+    let node_cpu_pub0 = cpu_of_nodes(servers);
     let pub_plan = Arc::new(PubPlan {
         target: spec.target,
         via: spec.via,
-        endpoint: Endpoint::parse(url)?,
-        udp,
+        endpoints: servers
+            .urls
+            .iter()
+            .map(|u| Endpoint::parse(u))
+            .collect::<anyhow::Result<_>>()?,
+        udp: servers.udp.clone(),
         app_id: spec.app_id.clone(),
         app_key: spec.app_key.clone(),
         app_secret: spec.app_secret.clone(),
@@ -350,6 +441,7 @@ async fn measure(
         })
         .await;
     let server_cpu_end = procfs::server_cpu_secs(pids);
+    let node_cpu_end = cpu_of_nodes(servers);
     let rss_end = procfs::server_memory_kib(pids);
     let reports: Vec<WorkerReport> = w.reports.iter().flatten().cloned().collect();
     w.pool.shutdown().await;
@@ -404,6 +496,13 @@ async fn measure(
         latency: Summary::of(&pub_result.latency),
     };
     report.delivery = delivery(&reports, pub_start_us);
+    if servers.redis_pid.is_some() {
+        report.cluster = Some(cluster_use(
+            servers,
+            [&node_cpu0, &node_cpu_pub0, &node_cpu_end],
+            messages,
+        ));
+    }
     report.errors = merge_errors(&reports, &pub_result.error_kinds);
     report.judge();
     Ok(report)
@@ -436,6 +535,62 @@ fn delivery(reports: &[WorkerReport], pub_start_us: u64) -> Delivery {
         out_of_order: reports.iter().map(|r| r.out_of_order).sum(),
         gaps: reports.iter().map(|r| r.gaps).sum(),
         unexpected: reports.iter().map(|r| r.unexpected).sum(),
+        cross_node: reports.iter().map(|r| r.cross_node).sum(),
+        cross_node_per_sec: if secs > 0.0 {
+            reports.iter().map(|r| r.cross_node).sum::<u64>() as f64 / secs
+        } else {
+            0.0
+        },
+    }
+}
+
+/// CPU seconds of each node, then of the redis-server (last, when there is one).
+fn cpu_of_nodes(servers: &Servers) -> Vec<Option<f64>> {
+    servers
+        .pids
+        .iter()
+        .map(|p| procfs::server_cpu_secs(p))
+        .chain(servers.redis_pid.map(procfs::cpu_secs))
+        .collect()
+}
+
+/// Each node's and Redis's CPU over the run (`[start, publishing start, end]`
+/// readings from [`cpu_of_nodes`]), and per 1,000 messages published.
+fn cluster_use(servers: &Servers, cpu: [&[Option<f64>]; 3], messages: u64) -> ClusterUse {
+    let [start, publish, end] = cpu;
+    let one = |i: usize, name: String, pid: u32| {
+        let delta = |a: &[Option<f64>]| end[i].zip(a[i]).map(|(b, a)| b - a);
+        let cpu_publish_secs = delta(publish);
+        ProcessUse {
+            name,
+            pid,
+            rss_end_kib: procfs::rss_kib(pid),
+            cpu_total_secs: delta(start),
+            cpu_publish_secs,
+            cpu_per_1000_messages: cpu_publish_secs
+                .filter(|_| messages > 0)
+                .map(|s| s * 1000.0 / messages as f64),
+        }
+    };
+    let nodes = servers
+        .pids
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            one(
+                i,
+                format!("node {i} ({})", servers.urls[i]),
+                p.first().copied().unwrap_or(0),
+            )
+        })
+        .collect();
+    let redis = servers
+        .redis_pid
+        .map(|pid| one(servers.pids.len(), "redis-server".into(), pid));
+    ClusterUse {
+        nodes,
+        redis,
+        prefix: String::new(),
     }
 }
 

@@ -1,9 +1,12 @@
 //! `crier-bench smoke`: a few hundred connections for a few seconds over every path
 //! (WebSocket fan-out, many channels with worker processes, HTTP publish, SSE,
-//! long-poll) against one server. It checks delivery — nothing missing, duplicated or
+//! long-poll) against one server, and, when the tool starts its servers, over two
+//! nodes sharing a redis-server of its own (cross-node delivery through the Redis
+//! broker). It checks delivery — nothing missing, duplicated or
 //! out of order, every expected message in — and never speed.
 
 use crate::cli::Opts;
+use crate::cluster::ClusterSpec;
 use crate::net::{Endpoint, HttpConn};
 use crate::plan::Transport;
 use crate::report::Report;
@@ -163,13 +166,32 @@ fn parts(opts: &Opts, server: &Server) -> anyhow::Result<Vec<(&'static str, RunS
     let mut poll = base("poll")?;
     (poll.connections, poll.channels, poll.messages, poll.rate) = (100, 10, 200, 200.0);
     poll.poll_timeout_secs = 5;
-    Ok(vec![
+    let mut parts = vec![
         ("ws fanout", fanout),
         ("ws channels", channels),
         ("http publish", publish),
         ("sse", sse),
         ("poll", poll),
-    ])
+    ];
+    // Two nodes of the same binary on a redis-server of the run's own: every channel
+    // has subscribers on both nodes and is published on one of them.
+    if let Server::Spawn(node) = opts.server(opts.fsync.clone()) {
+        let mut cluster = base("cluster")?;
+        cluster.server = Server::Cluster(ClusterSpec {
+            nodes: 2,
+            redis_binary: "redis-server".into(),
+            node,
+        });
+        (
+            cluster.connections,
+            cluster.channels,
+            cluster.messages,
+            cluster.rate,
+            cluster.concurrency,
+        ) = (200, 10, 1_000, 0.0, 10);
+        parts.push(("cluster", cluster));
+    }
+    Ok(parts)
 }
 
 /// The status of a GET, without reading the body (an event stream never ends).

@@ -119,6 +119,7 @@ pub(crate) async fn run(spec: &RunSpec, json: bool) -> anyhow::Result<bool> {
             };
             (url.clone(), pid, None)
         }
+        Server::Cluster(_) => bail!("the soak runs against one server"),
     };
     let result = soak(spec, &url, pid).await;
     if let Some(mut s) = spawned {
@@ -155,8 +156,8 @@ async fn soak(spec: &RunSpec, url: &str, pid: u32) -> anyhow::Result<SoakReport>
         Arc::new(PubPlan {
             target: spec.target,
             via: spec.via,
-            endpoint: endpoint.clone(),
-            udp: None,
+            endpoints: vec![endpoint.clone()],
+            udp: Vec::new(),
             app_id: spec.app_id.clone(),
             app_key: spec.app_key.clone(),
             app_secret: spec.app_secret.clone(),

@@ -73,7 +73,7 @@ pub(crate) async fn run(
     loop {
         tokio::select! {
             joined = tasks.join_next() => match joined {
-                Some(Ok(result)) => report.add(&result, &finish),
+                Some(Ok(result)) => report.add(&ctx.plan, &result, &finish),
                 Some(Err(e)) => report.error(format!("connection task failed: {e}")),
                 None => break,
             },
@@ -95,7 +95,7 @@ struct Aggregate {
 }
 
 impl Aggregate {
-    fn add(&mut self, r: &ConnResult, finish: &Finish) {
+    fn add(&mut self, plan: &WorkerPlan, r: &ConnResult, finish: &Finish) {
         let w = &mut self.report;
         if let Some(e) = &r.error {
             *self.errors.entry(e.clone()).or_default() += 1;
@@ -114,6 +114,9 @@ impl Aggregate {
                 .unwrap_or(0);
             w.expected += published;
             w.received += t.received.min(published);
+            if plan.urls.len() > 1 && plan.publisher_of(t.channel) != r.node {
+                w.cross_node += t.received.min(published);
+            }
             w.missing += t.missing(published);
             w.duplicates += t.duplicates;
             w.out_of_order += t.out_of_order;

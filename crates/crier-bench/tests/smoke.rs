@@ -1,6 +1,8 @@
 //! Runs `crier-bench smoke` against the workspace's `crier` binary: a few hundred
-//! connections over WebSocket, SSE and long-poll, HTTP publishes, and no message may be
-//! missing, duplicated or out of order. It never asserts speed.
+//! connections over WebSocket, SSE and long-poll, HTTP publishes, two nodes sharing a
+//! redis-server (cross-node delivery; needs `redis-server` on PATH, as the Redis tests
+//! do), and no message may be missing, duplicated or out of order. It never asserts
+//! speed.
 //!
 //! The server binary must be built first; `.ci/run` (through `scripts/test`) runs
 //! `cargo build --workspace --all-targets` before `cargo test`, which builds it.
@@ -42,7 +44,14 @@ fn smoke_run_delivers_everything_in_order() {
     assert!(stdout.contains("smoke: PASSED"), "{stdout}");
     // Every part ran and passed: a part that was skipped or failed would have no line
     // of its own starting with "ok".
-    for part in ["ws fanout", "ws channels", "http publish", "sse", "poll"] {
+    for part in [
+        "ws fanout",
+        "ws channels",
+        "http publish",
+        "sse",
+        "poll",
+        "cluster",
+    ] {
         assert!(
             stdout
                 .lines()

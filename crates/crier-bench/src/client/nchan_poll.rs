@@ -34,7 +34,7 @@ pub(super) async fn run(
         let src = net::source_ip(idx, ctx.plan.source_addrs);
         tokio::time::timeout(
             ctx.connect_timeout(),
-            HttpConn::open(Some(src), &ctx.endpoint),
+            HttpConn::open(Some(src), ctx.endpoint(idx)),
         )
         .await
     };

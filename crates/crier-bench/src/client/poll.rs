@@ -88,7 +88,7 @@ async fn open(
     recv: &mut Recv,
 ) -> anyhow::Result<(HttpConn, String)> {
     let src = net::source_ip(idx, ctx.plan.source_addrs);
-    let mut conn = HttpConn::open(Some(src), &ctx.endpoint).await?;
+    let mut conn = HttpConn::open(Some(src), ctx.endpoint(idx)).await?;
     let batch = match fetch(&mut conn, &format!("{base}&timeout=0")).await {
         Ok(batch) => batch,
         // A server that wants a positive timeout: the shortest one.

@@ -58,7 +58,7 @@ pub(super) fn stream_path(ctx: &Ctx, recv: &Recv, kind: &str) -> String {
 
 async fn open(ctx: &Ctx, idx: usize, recv: &Recv) -> anyhow::Result<(HttpConn, Incoming)> {
     let src = net::source_ip(idx, ctx.plan.source_addrs);
-    let mut conn = HttpConn::open(Some(src), &ctx.endpoint).await?;
+    let mut conn = HttpConn::open(Some(src), ctx.endpoint(idx)).await?;
     let path = stream_path(ctx, recv, "sse");
     let headers = [
         ("accept", "text/event-stream"),

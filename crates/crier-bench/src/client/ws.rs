@@ -55,11 +55,11 @@ async fn open(ctx: &Ctx, idx: usize, recv: &mut Recv) -> anyhow::Result<Ws> {
     let plan = &ctx.plan;
     let stream = net::connect(
         Some(net::source_ip(idx, plan.source_addrs)),
-        ctx.endpoint.addr,
+        ctx.endpoint(idx).addr,
     )
     .await
     .context("TCP connect")?;
-    let host = &ctx.endpoint.host;
+    let host = &ctx.endpoint(idx).host;
     let url = match plan.target {
         Target::Crier => format!(
             "ws://{host}/app/{}?protocol=7&client=crier-bench&version=0.1",
