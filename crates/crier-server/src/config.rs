@@ -282,6 +282,11 @@ pub struct RedisQueueConfig {
     pub url: String,
     #[serde(default = "default_queue_key")]
     pub key: String,
+    /// This node's name among several consuming one queue: its in-flight items are kept
+    /// in `<key>:processing:<consumer>`, so that a node recovers only its own after a
+    /// crash. Unset: `<key>:processing` (one consumer).
+    #[serde(default)]
+    pub consumer: Option<String>,
 }
 
 fn default_redis_url() -> String {

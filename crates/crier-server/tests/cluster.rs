@@ -599,3 +599,62 @@ async fn client_events_cache_channels_users_and_ingest_cross_nodes() {
     let (error, code) = user.recv_close().await;
     assert_eq!(code, 4009, "{error:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_share_one_redis_queue_and_recover_only_their_own_leftovers() {
+    use crier_server::config::RedisQueueConfig;
+    use ::redis::Commands;
+    let redis = RedisServer::start();
+    let queue = "orders:queue";
+    let item = |data: &str| {
+        json!({"app_id": "1", "name": "order", "channel": "queued", "data": data}).to_string()
+    };
+    let mut conn = redis.conn();
+    // Left in flight by a node named "gone", which is not coming back here.
+    let _: () = conn
+        .lpush(format!("{queue}:processing:gone"), item("not-mine"))
+        .unwrap();
+    let deployment = Deployment::Server(redis);
+    let url = match &deployment {
+        Deployment::Server(r) => r.url(),
+        Deployment::Cluster(_) => unreachable!(),
+    };
+    let names = std::sync::Mutex::new(vec!["b", "a"]);
+    let n = nodes(&deployment, 2, |c| {
+        c.ingest.redis_queue = Some(RedisQueueConfig {
+            url: url.clone(),
+            key: queue.into(),
+            consumer: names.lock().unwrap().pop().map(str::to_owned),
+        });
+    })
+    .await;
+    let mut sub = n[0].connect().await;
+    sub.subscribe("queued").await;
+    for i in 0..40 {
+        let _: () = conn.lpush(queue, item(&i.to_string())).unwrap();
+    }
+    let mut got = Vec::new();
+    while got.len() < 40 {
+        got.push(
+            sub.recv_event("order").await["data"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    got.sort_by_key(|d| d.parse::<u32>().unwrap());
+    assert_eq!(got, (0..40).map(|i| i.to_string()).collect::<Vec<_>>());
+    let (_, history) = n[1]
+        .api()
+        .get("/apps/1/channels/queued/messages", &[("limit", "100")])
+        .await;
+    assert_eq!(
+        history["messages"].as_array().unwrap().len(),
+        40,
+        "each item once, and not the other consumer's leftover: {history}"
+    );
+    let left: Vec<String> = conn
+        .lrange(format!("{queue}:processing:gone"), 0, -1)
+        .unwrap();
+    assert_eq!(left, [item("not-mine")]);
+}

@@ -23,6 +23,7 @@ async fn server_for(redis: &RedisServer) -> TestServer {
         c.ingest.redis_queue = Some(RedisQueueConfig {
             url,
             key: KEY.into(),
+            consumer: None,
         });
         c.history.max_messages = 10_000;
     })
@@ -111,6 +112,7 @@ async fn items_left_in_processing_by_a_crash_are_published_first() {
     config.ingest.redis_queue = Some(RedisQueueConfig {
         url: redis.url(),
         key: KEY.into(),
+        consumer: None,
     });
     let server = TestServer::start_in(dir, config).await;
     // History has them even though nobody was subscribed.

@@ -5,7 +5,7 @@
 //! subscribers see every message once, in order, without reconnecting.
 
 use super::codec::{self, Item};
-use super::history::{published, RedisHistory};
+use super::history::{published_from, RedisHistory};
 use crate::broker::Deliver;
 use crate::history::HistoryStore;
 use crate::outbox::Disconnect;
@@ -175,10 +175,8 @@ impl Dispatcher {
                 }
                 let epoch = self.epoch_of(topic);
                 let Some(epoch) = epoch else { return };
-                let Some(message) = published(&app, &channel, &epoch, payload) else {
-                    return;
-                };
                 if self.advance(topic, &epoch, m.offset) {
+                    let message = published_from(&app, &channel, &epoch, &m);
                     self.deliver.deliver(&Arc::new(message));
                 }
             }

@@ -148,12 +148,22 @@ pub(crate) fn published(
     let Some(Item::Message(m)) = codec::decode(payload) else {
         return None;
     };
+    Some(published_from(app, channel, epoch, &m))
+}
+
+/// A decoded message of `app`'s `channel`, sharing `epoch` when it is the message's.
+pub(crate) fn published_from(
+    app: &Arc<str>,
+    channel: &ChannelName,
+    epoch: &Arc<str>,
+    m: &codec::Message<'_>,
+) -> Published {
     let epoch = if **epoch == *m.epoch {
         epoch.clone()
     } else {
         Arc::from(m.epoch)
     };
-    Some(Published::new(
+    Published::new(
         NewMessage {
             app_id: app.clone(),
             channel: channel.clone(),
@@ -163,7 +173,7 @@ pub(crate) fn published(
         },
         StreamPosition::new(epoch, m.offset),
         m.published_at_ms,
-    ))
+    )
 }
 
 #[async_trait]

@@ -23,7 +23,10 @@ struct Queue {
 /// Consumes until shutdown, reconnecting with backoff whenever Redis goes away.
 pub async fn run(config: RedisQueueConfig, state: AppState) {
     let queue = Queue {
-        processing: format!("{}:processing", config.key),
+        processing: match &config.consumer {
+            Some(name) => format!("{}:processing:{name}", config.key),
+            None => format!("{}:processing", config.key),
+        },
         dead: format!("{}:dead", config.key),
         key: config.key.clone(),
     };
