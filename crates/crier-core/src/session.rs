@@ -85,7 +85,6 @@ impl Session {
                 "App is over its connection quota",
             ));
         }
-        metrics::gauge!("crier_connections").increment(1.0);
         let (conn, socket_id) = node.new_connection();
         let established = Bytes::from(frames::connection_established(
             &socket_id,
@@ -268,7 +267,8 @@ impl Session {
         }
         let user_id = membership.presence_user.clone();
         let frame = frames::client_event(event, channel.as_str(), data, user_id.as_deref());
-        metrics::counter!("crier_client_events_total").increment(1);
+        metrics::counter!("crier_messages_published_total", "ingest" => "client_event", "app" => self.app.id.clone())
+            .increment(1);
         self.node.client_event(
             &self.app.id,
             Bytes::from(frame),
@@ -302,7 +302,6 @@ impl Session {
             self.unsubscribe(&channel);
         }
         self.node.remove_connection(&self.app);
-        metrics::gauge!("crier_connections").decrement(1.0);
     }
 }
 

@@ -7,7 +7,7 @@ mod users;
 
 use crate::state::AppState;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -59,13 +59,37 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        metrics::counter!("crier_api_errors_total", "status" => self.status.as_u16().to_string())
-            .increment(1);
+        crate::metrics::rejected(crate::metrics::Rejection::Http(self.status.as_u16()));
         (
             self.status,
             Json(serde_json::json!({ "error": self.message })),
         )
             .into_response()
+    }
+}
+
+/// Times every API request, body reading included, into
+/// `crier_http_request_duration_seconds{endpoint}`.
+pub(crate) async fn timed(request: Request, next: Next) -> Response {
+    let endpoint = endpoint(request.extensions().get::<MatchedPath>());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    metrics::histogram!(crate::metrics::names::API_DURATION, "endpoint" => endpoint)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// The `endpoint` label of a route of [`routes`]: its last fixed segment.
+fn endpoint(path: Option<&MatchedPath>) -> &'static str {
+    match path.map(MatchedPath::as_str).unwrap_or("") {
+        p if p.ends_with("/batch_events") => "batch_events",
+        p if p.ends_with("/events") => "events",
+        p if p.ends_with("/channels") => "channels",
+        p if p.ends_with("/users") => "channel_users",
+        p if p.ends_with("/messages") => "channel_messages",
+        p if p.ends_with("/terminate_connections") => "terminate_connections",
+        p if p.ends_with("/{channel}") => "channel",
+        _ => "other",
     }
 }
 

@@ -49,11 +49,19 @@ fn app_from_config(c: &AppConfig, config: &Config) -> App {
     app
 }
 
+/// What [`node`] builds.
+pub struct Built {
+    pub node: Arc<Node>,
+    pub webhooks: crate::webhooks::WebhookSender,
+    /// The history store, for its size in `/metrics`.
+    pub history: Arc<DiskHistory>,
+}
+
 /// Builds the node, opening the history under `server.data_dir`.
 ///
 /// # Errors
 /// The history store cannot be opened (permissions, a locked or damaged directory).
-pub fn node(config: &Config) -> anyhow::Result<(Arc<Node>, crate::webhooks::WebhookSender)> {
+pub fn node(config: &Config) -> anyhow::Result<Built> {
     let apps = AppRegistry::new(config.apps.iter().map(|a| app_from_config(a, config)));
     let retention_by_app: std::collections::HashMap<String, Retention> = apps
         .iter()
@@ -73,6 +81,7 @@ pub fn node(config: &Config) -> anyhow::Result<(Arc<Node>, crate::webhooks::Webh
             config.server.data_dir.display()
         )
     })?;
+    let mut disk = None;
     let broker = MemoryBroker::new(hub.clone(), |on_commit| {
         let history = DiskHistory::open(
             &config.server.data_dir.join("history"),
@@ -82,8 +91,11 @@ pub fn node(config: &Config) -> anyhow::Result<(Arc<Node>, crate::webhooks::Webh
             on_commit,
         )
         .map_err(|e| anyhow::anyhow!("server.data_dir: cannot open history: {e}"))?;
-        Ok::<Arc<dyn HistoryStore>, anyhow::Error>(Arc::new(history))
+        let history = Arc::new(history);
+        disk = Some(history.clone());
+        Ok::<Arc<dyn HistoryStore>, anyhow::Error>(history)
     })?;
+    let history = disk.expect("the broker opened the history");
     let settings = NodeSettings {
         activity_timeout: Duration::from_secs(config.server.activity_timeout_secs),
         pong_timeout: Duration::from_secs(config.server.pong_timeout_secs),
@@ -92,5 +104,9 @@ pub fn node(config: &Config) -> anyhow::Result<(Arc<Node>, crate::webhooks::Webh
         ..NodeSettings::default()
     };
     let node = Node::new(apps, hub, Arc::new(broker), settings).with_observer(observer);
-    Ok((Arc::new(node), webhooks))
+    Ok(Built {
+        node: Arc::new(node),
+        webhooks,
+        history,
+    })
 }

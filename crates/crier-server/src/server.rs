@@ -47,7 +47,9 @@ fn router(state: AppState) -> Router {
         ))
         // The middleware above has already enforced the limit (with a JSON 413); this
         // only keeps axum's 2 MiB default from cutting a larger configured limit.
-        .layer(DefaultBodyLimit::max(max_body));
+        .layer(DefaultBodyLimit::max(max_body))
+        // Outermost, after routing: the duration includes reading the body.
+        .route_layer(middleware::from_fn(api::timed));
     Router::new()
         .merge(transport::routes())
         .merge(api)
@@ -63,12 +65,17 @@ fn router(state: AppState) -> Router {
 pub async fn run(listener: TcpListener, config: Config) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
     // Before the node: the history store reports its health as it opens.
-    crate::metrics::handle();
-    let (node, webhooks) = build::node(&config)?;
+    crate::metrics::register(&config);
+    let build::Built {
+        node,
+        webhooks,
+        history,
+    } = build::node(&config)?;
     let shutdown = CancellationToken::new();
     tokio::spawn(webhooks.run(shutdown.clone()));
     let config = Arc::new(config);
-    let state = AppState::new(node.clone(), config.clone(), shutdown.clone());
+    let mut state = AppState::new(node.clone(), config.clone(), shutdown.clone());
+    state.history = Some(history);
     tokio::spawn(crate::transport::http_fallback::reap(
         state.fallback_sessions.clone(),
         shutdown.clone(),
@@ -80,7 +87,6 @@ pub async fn run(listener: TcpListener, config: Config) -> anyhow::Result<Runnin
             .clone()
             .reap(node.clone(), shutdown.clone()),
     );
-    crate::metrics::handle();
     let udp_addr = ingest::start(&state).await?;
     // Built once and shared by every connection. (`axum::serve` given a `Router`
     // rebuilt the route table per connection, `with_state(())` per accept, and an SSE

@@ -21,6 +21,8 @@ pub struct AppState {
     pub poll_leases: Arc<crate::transport::poll::PollLeases>,
     /// pusher-js HTTP fallback sessions (xhr_streaming, xhr_polling).
     pub fallback_sessions: Arc<crate::transport::http_fallback::FallbackSessions>,
+    /// The history store, read for its size at scrape time.
+    pub history: Option<Arc<crier_core::history::disk::DiskHistory>>,
     draining: Arc<AtomicBool>,
 }
 
@@ -33,6 +35,7 @@ impl AppState {
             tasks: TaskTracker::new(),
             poll_leases: Arc::default(),
             fallback_sessions: Arc::default(),
+            history: None,
             draining: Arc::new(AtomicBool::new(false)),
         }
     }

@@ -117,11 +117,12 @@ pub(super) async fn publish(
     let req: EventRequest = parse_json(&body)?;
     let attrs = parse_info(req.info.as_deref())?;
     let channels = channels_of(&req);
-    state
+    let published = state
         .node
         .publish(&signed.app, vec![req])
         .await
         .map_err(publish_error)?;
+    crate::metrics::published("http", &signed.app.id, published.len() as u64);
     let body = match channel_info(&state, &signed.app, &attrs, &channels) {
         Some(info) => json!({ "channels": info }),
         None => json!({}),
@@ -151,11 +152,12 @@ pub(super) async fn publish_batch(
             Ok((attrs, channels_of(r)))
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
-    state
+    let published = state
         .node
         .publish(&signed.app, batch.batch)
         .await
         .map_err(publish_error)?;
+    crate::metrics::published("http", &signed.app.id, published.len() as u64);
     if infos.iter().all(|(attrs, _)| attrs.is_empty()) {
         return Ok(Json(json!({})));
     }

@@ -4,6 +4,7 @@
 //! stopped (it sends `Last-Event-ID`).
 
 use super::stream_request::{add_cors, admit, StreamQuery};
+use crate::metrics::{self as m, CloseReason, OpenConnection, Transport};
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -58,8 +59,9 @@ pub(crate) async fn handle(
         Err(e) => return super::stream_request::open_failed(&e, admitted.cors).into_response(),
     };
     let first = Bytes::from(format!("retry: {RETRY_MS}\n\n"));
-    metrics::gauge!("crier_sse_streams").increment(1.0);
     let body = SseBody {
+        metric: OpenConnection::new(Transport::Sse, &admitted.app.id, CloseReason::Client),
+        chunk: Chunk::default(),
         stream,
         rx,
         shutdown: state.shutdown.clone(),
@@ -84,6 +86,11 @@ pub(crate) async fn handle(
 }
 
 struct SseBody {
+    /// Counts the stream open until the body is dropped (the client went away, unless
+    /// the reason says otherwise).
+    metric: OpenConnection,
+    /// What the chunk being built carries, for the metrics.
+    chunk: Chunk,
     stream: Stream,
     rx: OutboxReceiver,
     shutdown: CancellationToken,
@@ -93,10 +100,11 @@ struct SseBody {
     heartbeat: Duration,
 }
 
-impl Drop for SseBody {
-    fn drop(&mut self) {
-        metrics::gauge!("crier_sse_streams").decrement(1.0);
-    }
+/// Live messages in the chunk being built.
+#[derive(Default)]
+struct Chunk {
+    messages: u64,
+    oldest: Option<std::time::Instant>,
 }
 
 impl SseBody {
@@ -104,6 +112,8 @@ impl SseBody {
         // Presence and client-event frames are Pusher-protocol only.
         if let Outgoing::Message(m) = item {
             if self.stream.accept(&m) {
+                self.chunk.messages += 1;
+                self.chunk.oldest = self.chunk.oldest.or(Some(m.accepted_at));
                 push_event(
                     buf,
                     &self.stream.cursor(),
@@ -113,9 +123,21 @@ impl SseBody {
         }
     }
 
+    /// Hands a chunk to the HTTP layer, counting it.
+    fn emit(mut self, buf: BytesMut) -> Option<(Result<Bytes, std::io::Error>, Self)> {
+        let hot = m::transport(Transport::Sse);
+        hot.bytes_sent.increment(buf.len() as u64);
+        let chunk = std::mem::take(&mut self.chunk);
+        hot.delivered.increment(chunk.messages);
+        if let Some(accepted_at) = chunk.oldest {
+            hot.delivered_after(accepted_at);
+        }
+        Some((Ok(buf.freeze()), self))
+    }
+
     async fn next_chunk(mut self) -> Option<(Result<Bytes, std::io::Error>, Self)> {
         if let Some(first) = self.pending.take() {
-            return Some((Ok(first), self));
+            return self.emit(BytesMut::from(first));
         }
         loop {
             let mut buf = BytesMut::new();
@@ -144,7 +166,7 @@ impl SseBody {
                     }
                 }
                 if !buf.is_empty() {
-                    return Some((Ok(buf.freeze()), self));
+                    return self.emit(buf);
                 }
                 continue;
             }
@@ -162,16 +184,23 @@ impl SseBody {
                     // does not read until the write deadline (and count the client a
                     // second time there). The browser resumes from its cursor either way.
                     Next::Close(reason) if reason == Disconnect::slow_consumer() => {
+                        self.metric.set_reason(CloseReason::SlowConsumer);
                         let e = std::io::Error::other("slow consumer");
                         return Some((Err(e), self));
                     }
-                    Next::Close(_) => return None,
+                    Next::Close(reason) => {
+                        self.metric.closed_by(&reason);
+                        return None;
+                    }
                 },
                 () = tokio::time::sleep(self.heartbeat) => buf.put_slice(b": heartbeat\n\n"),
-                () = self.shutdown.cancelled() => return None,
+                () = self.shutdown.cancelled() => {
+                    self.metric.set_reason(CloseReason::Server);
+                    return None;
+                }
             }
             if !buf.is_empty() {
-                return Some((Ok(buf.freeze()), self));
+                return self.emit(buf);
             }
         }
     }

@@ -42,8 +42,7 @@ impl StreamError {
 
 impl IntoResponse for StreamError {
     fn into_response(self) -> Response {
-        metrics::counter!("crier_stream_errors_total", "status" => self.status.as_u16().to_string())
-            .increment(1);
+        crate::metrics::rejected(crate::metrics::Rejection::Http(self.status.as_u16()));
         let mut res = (
             self.status,
             Json(serde_json::json!({ "error": self.message })),
@@ -312,8 +311,14 @@ pub(crate) fn open_failed(
 ) -> StreamError {
     use crier_core::stream::StreamError as E;
     let status = match e {
-        E::PresenceFull(_) => StatusCode::FORBIDDEN,
-        E::OverQuota => StatusCode::TOO_MANY_REQUESTS,
+        E::PresenceFull(_) => {
+            crate::metrics::limit_hit(crate::metrics::limits::MAX_PRESENCE_MEMBERS);
+            StatusCode::FORBIDDEN
+        }
+        E::OverQuota => {
+            crate::metrics::limit_hit(crate::metrics::limits::MAX_CONNECTIONS);
+            StatusCode::TOO_MANY_REQUESTS
+        }
         E::History(_) | E::Broker(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
     StreamError {

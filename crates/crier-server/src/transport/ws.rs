@@ -8,12 +8,13 @@
 
 pub mod wire;
 
+use crate::metrics::{self as m, CloseReason, Rejection, Transport};
 use crate::state::AppState;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use bytes::Bytes;
-use crier_core::outbox::{outbox, Disconnect, Next};
+use crier_core::outbox::{outbox, Disconnect, Next, OutboxReceiver, Outgoing};
 use crier_core::session::{Delivery, Session};
 use crier_core::App;
 use crier_protocol::{frames, ErrorCode};
@@ -175,14 +176,15 @@ fn connection(
         let write_timeout = state.node.settings().write_timeout;
         let app = match admission(&state, &key, protocol.as_deref()) {
             Ok(app) => app,
-            Err(reason) => return Box::pin(close(&mut socket, &reason, write_timeout)).await,
+            Err(reason) => return Box::pin(refuse(&mut socket, &reason, write_timeout)).await,
         };
         let settings = state.node.settings();
         let (tx, mut rx) = outbox(settings.outbox_capacity);
         let (mut session, established) = match Session::open(state.node.clone(), app, tx) {
             Ok(opened) => opened,
-            Err(reason) => return Box::pin(close(&mut socket, &reason, write_timeout)).await,
+            Err(reason) => return Box::pin(refuse(&mut socket, &reason, write_timeout)).await,
         };
+        m::connection_opened(Transport::Ws, &session.app().id);
         // The last stage of the handshake: a client that cannot take even this frame
         // is gone or hostile, and must not hold the connection until the first ping.
         let handshake = Duration::from_secs(state.config.server.handshake_timeout_secs);
@@ -224,6 +226,11 @@ fn connection(
                     };
                     deadline = Instant::now() + activity;
                     awaiting_pong = false;
+                    if let Message::Text(t) = &message {
+                        m::transport(Transport::Ws)
+                            .bytes_received
+                            .increment(t.len() as u64);
+                    }
                     let replies = match message {
                         // Boxed: the handling future (subscribe, history reads) is large
                         // and only lives while a frame is processed.
@@ -286,6 +293,7 @@ fn connection(
             }
         };
         session.close();
+        m::connection_closed(Transport::Ws, &session.app().id, close_reason(&end));
         // One boxed future that takes `end` by value: matching here, with an await per
         // arm, would keep `end` in every connection's task for its whole life (the
         // task's allocation grows in 128-byte steps).
@@ -293,21 +301,31 @@ fn connection(
     }
 }
 
+/// Refuses a connection before its session starts: counted, then closed with the code.
+async fn refuse(socket: &mut WebSocket, reason: &Disconnect, write_timeout: Duration) {
+    m::rejected(Rejection::WebSocket(reason.code));
+    if reason.code == ErrorCode::OverConnectionQuota {
+        m::limit_hit(m::limits::MAX_CONNECTIONS);
+    }
+    close(socket, reason, write_timeout).await;
+}
+
+fn close_reason(end: &End) -> CloseReason {
+    match end {
+        End::Close(reason) => CloseReason::of(reason),
+        End::Gone | End::ClosedByClient => CloseReason::Client,
+        End::Failed(_) => CloseReason::ProtocolError,
+        End::Stalled => CloseReason::SlowConsumer,
+    }
+}
+
 /// Tells the client how the connection ended, as far as anything can still reach it.
 async fn finish(socket: &mut WebSocket, end: End, write_timeout: Duration) {
     match end {
-        End::Close(reason) => {
-            metrics::counter!("crier_disconnects_total", "code" => reason.code.code().to_string())
-                .increment(1);
-            close(socket, &reason, write_timeout).await;
-        }
-        End::Failed(frame) => {
-            metrics::counter!("crier_disconnects_total", "code" => frame.code.to_string())
-                .increment(1);
-            wire::fail(socket, frame, write_timeout).await;
-        }
+        End::Close(reason) => close(socket, &reason, write_timeout).await,
+        End::Failed(frame) => wire::fail(socket, frame, write_timeout).await,
         End::Stalled => {
-            metrics::counter!("crier_slow_consumer_disconnects_total").increment(1);
+            metrics::counter!(m::names::SLOW_CONSUMERS).increment(1);
         }
         End::ClosedByClient => wire::finish_client_close(socket, write_timeout).await,
         End::Gone => {}
@@ -315,30 +333,69 @@ async fn finish(socket: &mut WebSocket, end: End, write_timeout: Duration) {
 }
 
 /// Writes `first` and whatever else is queued (up to a batch), then flushes once.
+/// Counted once per batch: frames, bytes, and the latency of its oldest message.
 async fn write_batch(
     socket: &mut WebSocket,
     session: &mut Session,
-    rx: &mut crier_core::outbox::OutboxReceiver,
-    first: crier_core::outbox::Outgoing,
+    rx: &mut OutboxReceiver,
+    first: Outgoing,
 ) -> Result<(), axum::Error> {
-    if let Delivery::Send(frame) = session.outgoing(first) {
+    let mut written = Written::default();
+    if let Some(frame) = written.filter(session, first) {
         socket.feed(text(frame)).await?;
     }
     for _ in 1..MAX_BATCH {
         let Some(item) = rx.try_next() else { break };
-        if let Delivery::Send(frame) = session.outgoing(item) {
+        if let Some(frame) = written.filter(session, item) {
             socket.feed(text(frame)).await?;
         }
     }
-    socket.flush().await
+    socket.flush().await?;
+    let hot = m::transport(Transport::Ws);
+    hot.delivered.increment(u64::from(written.frames));
+    hot.bytes_sent.increment(u64::from(written.bytes));
+    if let Some(accepted_at) = written.oldest {
+        hot.delivered_after(accepted_at);
+    }
+    Ok(())
+}
+
+/// What one batch wrote, for the metrics. Small: it sits in every connection's task
+/// (a batch is at most `MAX_BATCH` frames of at most `max_event_size` plus framing).
+#[derive(Default)]
+struct Written {
+    frames: u32,
+    bytes: u32,
+    /// When the batch's first (oldest) published message was accepted.
+    oldest: Option<std::time::Instant>,
+}
+
+impl Written {
+    fn filter(&mut self, session: &mut Session, item: Outgoing) -> Option<Bytes> {
+        let accepted_at = match &item {
+            Outgoing::Message(message) => Some(message.accepted_at),
+            Outgoing::Frame(_) => None,
+        };
+        let Delivery::Send(frame) = session.outgoing(item) else {
+            return None;
+        };
+        self.frames += 1;
+        self.bytes = self.bytes.saturating_add(frame.len() as u32);
+        self.oldest = self.oldest.or(accepted_at);
+        Some(frame)
+    }
 }
 
 async fn write_all(socket: &mut WebSocket, frames: Vec<Bytes>) -> Result<(), axum::Error> {
     if frames.is_empty() {
         return Ok(());
     }
+    let mut bytes = 0;
     for frame in frames {
+        bytes += frame.len() as u64;
         socket.feed(text(frame)).await?;
     }
-    socket.flush().await
+    socket.flush().await?;
+    m::transport(Transport::Ws).bytes_sent.increment(bytes);
+    Ok(())
 }
