@@ -3,7 +3,7 @@
 //! name the offending key.
 
 use clap::Args;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -18,7 +18,7 @@ pub const DEV_APP_ID: &str = "1";
 pub const DEV_APP_KEY: &str = "app-key";
 pub const DEV_APP_SECRET: &str = "app-secret";
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
@@ -40,7 +40,7 @@ impl Default for Config {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     pub listen: String,
@@ -108,7 +108,7 @@ impl Default for ServerConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
@@ -116,7 +116,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     pub url: String,
@@ -124,7 +124,7 @@ pub struct WebhookConfig {
     pub events: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AppConfig {
     pub id: String,
@@ -189,7 +189,7 @@ impl AppConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Fsync {
     Always,
@@ -197,7 +197,7 @@ pub enum Fsync {
     Grouped,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct HistoryConfig {
     pub max_messages: usize,
@@ -218,14 +218,14 @@ impl Default for HistoryConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngestConfig {
     pub udp: UdpConfig,
     pub redis_queue: Option<RedisQueueConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct UdpConfig {
     /// Empty turns the listener off.
@@ -243,7 +243,7 @@ impl Default for UdpConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RedisQueueConfig {
     #[serde(default = "default_redis_url")]
@@ -260,7 +260,7 @@ fn default_queue_key() -> String {
     "crier:publish".into()
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum BrokerKind {
     #[default]
@@ -268,7 +268,7 @@ pub enum BrokerKind {
     Redis,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct BrokerConfig {
     pub kind: BrokerKind,
@@ -287,7 +287,8 @@ impl Default for BrokerConfig {
 /// Settings that flags and `CRIER_*` variables override; each documents its key.
 #[derive(Debug, Clone, Default, Args)]
 pub struct Overrides {
-    /// TOML config file (SPEC keys: [server], [[apps]], [history], [ingest.*], [broker]).
+    /// TOML config file with the sections [server], [[apps]], [history], [ingest.udp],
+    /// [ingest.redis_queue] and [broker]; its keys are the names in brackets below.
     #[arg(long, short, env = "CRIER_CONFIG")]
     pub config: Option<PathBuf>,
     /// HTTP/WebSocket/SSE address [server.listen, default 127.0.0.1:6001].
@@ -333,8 +334,10 @@ pub struct Overrides {
     /// Replace the apps with one app of this id (with --app-key, --app-secret).
     #[arg(long, env = "CRIER_APP_ID", requires_all = ["app_key", "app_secret"])]
     pub app_id: Option<String>,
+    /// Key of the app given with --app-id [apps[0].key].
     #[arg(long, env = "CRIER_APP_KEY", requires = "app_id")]
     pub app_key: Option<String>,
+    /// Secret of the app given with --app-id [apps[0].secret].
     #[arg(
         long,
         env = "CRIER_APP_SECRET",
@@ -366,6 +369,30 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
         key: key.into(),
         message: message.into(),
     }
+}
+
+/// Every key of the config file with its default, as TOML (shown by `crier --help`).
+/// Made from the types the file is read into, so it cannot list a key that does not
+/// exist or miss one that does. Per-app limits left unset show the value they get.
+pub fn defaults_toml() -> String {
+    let limits = crier_core::app::AppLimits::default();
+    let mut app = AppConfig::dev();
+    app.max_event_size = Some(limits.max_event_size);
+    app.max_presence_members = Some(limits.max_presence_members);
+    app.client_events_per_sec = Some(limits.client_events_per_sec);
+    app.max_channels_per_connection = Some(limits.max_channels_per_connection);
+    let mut config = Config {
+        apps: vec![app],
+        ..Config::default()
+    };
+    let history = &config.history;
+    config.apps[0].history_max_messages = Some(history.max_messages);
+    config.apps[0].history_max_age_secs = Some(history.max_age_secs);
+    config.ingest.redis_queue = Some(RedisQueueConfig {
+        url: default_redis_url(),
+        key: default_queue_key(),
+    });
+    toml::to_string(&config).unwrap_or_else(|e| format!("(cannot render the defaults: {e})"))
 }
 
 impl Config {
