@@ -42,6 +42,8 @@ pub(crate) fn routes() -> Router<AppState> {
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
+    /// Seconds for a `Retry-After` header (a rate limit's 429).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -49,6 +51,7 @@ impl ApiError {
         Self {
             status,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -60,11 +63,16 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         crate::metrics::rejected(crate::metrics::Rejection::Http(self.status.as_u16()));
-        (
+        let mut res = (
             self.status,
             Json(serde_json::json!({ "error": self.message })),
         )
-            .into_response()
+            .into_response();
+        if let Some(secs) = self.retry_after {
+            res.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        res
     }
 }
 
@@ -109,7 +117,13 @@ pub(crate) async fn buffered_body(
             next.run(Request::from_parts(parts, Body::from(bytes)))
                 .await
         }
-        Err(e) => ApiError::new(e.status(), e.message("server.max_body_bytes")).into_response(),
+        Err(e) => {
+            crate::metrics::limit_hit(match e.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => crate::metrics::limits::MAX_BODY_BYTES,
+                _ => crate::metrics::limits::HANDSHAKE_TIMEOUT,
+            });
+            ApiError::new(e.status(), e.message("server.max_body_bytes")).into_response()
+        }
     }
 }
 

@@ -28,6 +28,15 @@ fn app_from_config(c: &AppConfig, config: &Config) -> App {
     if let Some(v) = c.max_channels_per_connection {
         app.limits.max_channels_per_connection = v;
     }
+    if let Some(v) = c.max_connections_per_ip {
+        app.limits.max_connections_per_ip = v;
+    }
+    if let Some(v) = c.subscriptions_per_sec {
+        app.limits.subscriptions_per_sec = v;
+    }
+    if let Some(v) = c.publish_per_sec {
+        app.limits.publish_per_sec = v;
+    }
     app.allowed_origins = c.allowed_origins.clone();
     app.webhooks = c
         .webhooks

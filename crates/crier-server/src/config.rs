@@ -79,6 +79,12 @@ pub struct ServerConfig {
     pub handshake_timeout_secs: u64,
     /// Largest request head (request line and headers), in bytes (431 beyond).
     pub max_header_bytes: usize,
+    /// Longest request target (path and query), in bytes (414 beyond; a URL that also
+    /// takes the head past `max_header_bytes` gets that limit's 431 first).
+    pub max_url_bytes: usize,
+    /// Seconds a WebSocket may stay open without any subscription (or sign-in) before
+    /// it is closed with 4202; 0 turns it off.
+    pub subscribe_timeout_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -104,6 +110,9 @@ impl Default for ServerConfig {
             // 100 channel names of up to 164 characters in an SSE or long-poll URL, plus a
             // token listing them, come to about 40 KiB.
             max_header_bytes: 64 * 1024,
+            // The same URL, with room to spare below max_header_bytes.
+            max_url_bytes: 48 * 1024,
+            subscribe_timeout_secs: 120,
         }
     }
 }
@@ -149,6 +158,18 @@ pub struct AppConfig {
     /// Channels one connection may subscribe to (default 100).
     #[serde(default)]
     pub max_channels_per_connection: Option<usize>,
+    /// Connections (WebSocket, SSE, held long-poll, fallback session) from one client
+    /// IP address (default 10,000; 0 = unlimited).
+    #[serde(default)]
+    pub max_connections_per_ip: Option<u32>,
+    /// Subscribe and unsubscribe requests one WebSocket may send per second
+    /// (default 200; 0 = unlimited).
+    #[serde(default)]
+    pub subscriptions_per_sec: Option<u32>,
+    /// HTTP publish requests (`events`, `batch_events`) per second (default 0 =
+    /// unlimited); 429 with `Retry-After` beyond.
+    #[serde(default)]
+    pub publish_per_sec: Option<u32>,
     /// Per-app history overrides of `[history]`.
     #[serde(default)]
     pub history_max_messages: Option<usize>,
@@ -183,6 +204,9 @@ impl AppConfig {
             max_presence_members: None,
             client_events_per_sec: None,
             max_channels_per_connection: None,
+            max_connections_per_ip: None,
+            subscriptions_per_sec: None,
+            publish_per_sec: None,
             history_max_messages: None,
             history_max_age_secs: None,
         }
@@ -381,6 +405,9 @@ pub fn defaults_toml() -> String {
     app.max_presence_members = Some(limits.max_presence_members);
     app.client_events_per_sec = Some(limits.client_events_per_sec);
     app.max_channels_per_connection = Some(limits.max_channels_per_connection);
+    app.max_connections_per_ip = Some(limits.max_connections_per_ip);
+    app.subscriptions_per_sec = Some(limits.subscriptions_per_sec);
+    app.publish_per_sec = Some(limits.publish_per_sec);
     let mut config = Config {
         apps: vec![app],
         ..Config::default()
@@ -562,6 +589,7 @@ impl Config {
                 0,
             ),
             ("server.sse_heartbeat_secs", s.sse_heartbeat_secs, 1),
+            ("server.subscribe_timeout_secs", s.subscribe_timeout_secs, 0),
             (
                 "server.fallback_session_idle_secs",
                 s.fallback_session_idle_secs,
@@ -601,6 +629,11 @@ impl Config {
                 "server.max_header_bytes",
                 format!("must be at least {MIN_HEADER_BYTES}"),
             ));
+        }
+        // (A URL is also part of the request head: beyond max_header_bytes, hyper's 431
+        // comes first.)
+        if self.server.max_url_bytes < 1024 {
+            return Err(invalid("server.max_url_bytes", "must be at least 1024"));
         }
         if self.broker.kind == BrokerKind::Redis {
             // Starting anyway would make this node a server of its own behind the load

@@ -8,6 +8,7 @@ pub mod api;
 pub mod build;
 pub mod config;
 pub mod ingest;
+pub mod limits;
 mod listener;
 pub mod logging;
 pub mod metrics;

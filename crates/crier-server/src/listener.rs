@@ -9,7 +9,6 @@
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -56,9 +55,9 @@ pub(crate) async fn serve(
         .max_buf_size(limits.max_header_bytes.max(WRITE_BUFFER));
     let connections = TaskTracker::new();
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     accept_failed(e).await;
                     continue;
@@ -68,9 +67,13 @@ pub(crate) async fn serve(
         };
         let io = TokioIo::new(WriteDeadline::new(stream, limits.write_timeout));
         // A clone of the prebuilt router is one reference count, not a new route table.
-        let conn = builder
-            .serve_connection(io, TowerToHyperService::new(app.clone()))
-            .with_upgrades();
+        let app = app.clone();
+        let client = crate::limits::ClientAddr(peer.ip());
+        let service = hyper::service::service_fn(move |mut request| {
+            request.extensions_mut().insert(client);
+            tower_service::Service::call(&mut app.clone(), request)
+        });
+        let conn = builder.serve_connection(io, service).with_upgrades();
         let shutdown = shutdown.clone();
         connections.spawn(async move {
             tokio::pin!(conn);
@@ -82,6 +85,12 @@ pub(crate) async fn serve(
                 }
             };
             if let Err(e) = result {
+                // hyper answers these itself (431) or just closes (a slow head).
+                if e.is_timeout() {
+                    crate::metrics::limit_hit(crate::metrics::limits::HANDSHAKE_TIMEOUT);
+                } else if e.is_parse_too_large() {
+                    crate::metrics::limit_hit(crate::metrics::limits::MAX_HEADER_BYTES);
+                }
                 tracing::debug!("connection ended: {e}");
             }
         });

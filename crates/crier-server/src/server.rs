@@ -55,6 +55,11 @@ fn router(state: AppState) -> Router {
         .merge(api)
         .merge(ops::routes())
         .fallback(api::not_found)
+        // Outermost: an over-long URL is refused before any route parses it.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::limits::url_limit,
+        ))
         .with_state(state)
 }
 

@@ -21,6 +21,10 @@ pub struct AppState {
     pub poll_leases: Arc<crate::transport::poll::PollLeases>,
     /// pusher-js HTTP fallback sessions (xhr_streaming, xhr_polling).
     pub fallback_sessions: Arc<crate::transport::http_fallback::FallbackSessions>,
+    /// Connections by app and client address (`max_connections_per_ip`).
+    pub ip_connections: Arc<crate::limits::IpConnections>,
+    /// Publish budgets by app (`publish_per_sec`).
+    pub publish_rates: Arc<crate::limits::PublishRates>,
     /// The history store, read for its size at scrape time.
     pub history: Option<Arc<crier_core::history::disk::DiskHistory>>,
     draining: Arc<AtomicBool>,
@@ -29,12 +33,14 @@ pub struct AppState {
 impl AppState {
     pub fn new(node: Arc<Node>, config: Arc<Config>, shutdown: CancellationToken) -> Self {
         Self {
+            publish_rates: Arc::new(crate::limits::PublishRates::new(node.apps())),
             node,
             config,
             shutdown,
             tasks: TaskTracker::new(),
             poll_leases: Arc::default(),
             fallback_sessions: Arc::default(),
+            ip_connections: Arc::default(),
             history: None,
             draining: Arc::new(AtomicBool::new(false)),
         }

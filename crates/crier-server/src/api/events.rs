@@ -114,6 +114,8 @@ pub(super) async fn publish(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let signed = authenticate(&state, &app_id, &method, &uri, &body)?;
+    // After authentication: requests that are not the app's do not use its budget.
+    state.publish_rates.admit(&signed.app)?;
     let req: EventRequest = parse_json(&body)?;
     let attrs = parse_info(req.info.as_deref())?;
     let channels = channels_of(&req);
@@ -138,6 +140,8 @@ pub(super) async fn publish_batch(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let signed = authenticate(&state, &app_id, &method, &uri, &body)?;
+    // After authentication: requests that are not the app's do not use its budget.
+    state.publish_rates.admit(&signed.app)?;
     let batch: BatchRequest = parse_json(&body)?;
     batch
         .check_size(&signed.app)

@@ -75,6 +75,8 @@ struct HttpSession {
     last_seen: Mutex<Instant>,
     /// Counts the session open until it is dropped, with the first close's reason.
     metric: Mutex<OpenConnection>,
+    /// Counts the session against its client address while it lives.
+    _per_ip: Option<crate::limits::IpSlot>,
 }
 
 /// Counts frames and bytes handed to a receiving request.
@@ -344,6 +346,7 @@ fn open_or_find(
     state: &AppState,
     app: Arc<App>,
     key: String,
+    client: Option<axum::Extension<crate::limits::ClientAddr>>,
 ) -> Result<(Arc<HttpSession>, Option<Bytes>), Disconnect> {
     // One lock from lookup to insert: the cap is exact under a burst of new sessions,
     // and two first requests for one session path cannot open two sessions.
@@ -365,6 +368,18 @@ fn open_or_find(
             "Over capacity: too many HTTP fallback sessions",
         ));
     }
+    let per_ip = match client {
+        Some(axum::Extension(crate::limits::ClientAddr(ip))) => {
+            state.ip_connections.try_acquire(&app, ip).map_err(|max| {
+                m::rejected(m::Rejection::WebSocket(ErrorCode::OverCapacity));
+                Disconnect::new(
+                    ErrorCode::OverCapacity,
+                    crate::limits::too_many_from_address(max),
+                )
+            })?
+        }
+        None => None,
+    };
     let (tx, rx) = outbox(state.node.settings().outbox_capacity);
     let (session, established) =
         Session::open(state.node.clone(), app, tx.clone()).inspect_err(|reason| {
@@ -387,6 +402,7 @@ fn open_or_find(
         generation: AtomicU64::new(0),
         last_seen: Mutex::new(Instant::now()),
         metric: Mutex::new(metric),
+        _per_ip: per_ip,
     });
     tokio::spawn(s.clone().pump(rx));
     sessions.insert(key, s.clone());
@@ -401,13 +417,14 @@ async fn streaming(
     State(state): State<AppState>,
     Path((key, server, session)): Path<(String, String, String)>,
     headers: HeaderMap,
+    client: Option<axum::Extension<crate::limits::ClientAddr>>,
 ) -> Response {
     let (app, origin) = match app_for(&state, &key, &headers) {
         Ok(a) => a,
         Err(r) => return *r,
     };
     let skey = session_key(&key, &server, &session);
-    let (s, first) = match open_or_find(&state, app, skey.clone()) {
+    let (s, first) = match open_or_find(&state, app, skey.clone(), client) {
         Ok(x) => x,
         Err(reason) => return respond(Body::from(close_line(&reason)), origin),
     };
@@ -463,13 +480,14 @@ async fn polling(
     State(state): State<AppState>,
     Path((key, server, session)): Path<(String, String, String)>,
     headers: HeaderMap,
+    client: Option<axum::Extension<crate::limits::ClientAddr>>,
 ) -> Response {
     let (app, origin) = match app_for(&state, &key, &headers) {
         Ok(a) => a,
         Err(r) => return *r,
     };
     let skey = session_key(&key, &server, &session);
-    let (s, first) = match open_or_find(&state, app, skey.clone()) {
+    let (s, first) = match open_or_find(&state, app, skey.clone(), client) {
         Ok(x) => x,
         Err(reason) => return respond(Body::from(close_line(&reason)), origin),
     };

@@ -132,6 +132,7 @@ pub(crate) async fn handle(
     Path(key): Path<String>,
     Query(query): Query<StreamQuery>,
     headers: HeaderMap,
+    client: Option<axum::Extension<crate::limits::ClientAddr>>,
 ) -> Response {
     let admitted = match admit(&state, &key, &query, &headers, query.cursor.as_deref()) {
         Ok(a) => a,
@@ -151,6 +152,12 @@ pub(crate) async fn handle(
         },
     };
     let timeout = Duration::from_secs(timeout);
+    // Held until the answer: a held poll is a connection like a stream.
+    let _per_ip =
+        match super::stream_request::per_ip(&state, &admitted.app, client, admitted.cors.clone()) {
+            Ok(slot) => slot,
+            Err(e) => return e.into_response(),
+        };
     let (tx, mut rx) = outbox(state.node.settings().outbox_capacity);
     // The stream first: it checks the app's connection limit, so a refused poll has
     // not joined or renewed a presence membership.

@@ -34,6 +34,7 @@ pub(crate) async fn handle(
     Path(key): Path<String>,
     Query(query): Query<StreamQuery>,
     headers: HeaderMap,
+    client: Option<axum::Extension<crate::limits::ClientAddr>>,
 ) -> Response {
     let last_id = headers
         .get("last-event-id")
@@ -44,6 +45,11 @@ pub(crate) async fn handle(
         Ok(a) => a,
         Err(e) => return e.into_response(),
     };
+    let per_ip =
+        match super::stream_request::per_ip(&state, &admitted.app, client, admitted.cors.clone()) {
+            Ok(slot) => slot,
+            Err(e) => return e.into_response(),
+        };
     let (tx, rx) = outbox(state.node.settings().outbox_capacity);
     let opened = Stream::open(
         state.node.clone(),
@@ -60,6 +66,7 @@ pub(crate) async fn handle(
     };
     let first = Bytes::from(format!("retry: {RETRY_MS}\n\n"));
     let body = SseBody {
+        _per_ip: per_ip,
         metric: OpenConnection::new(Transport::Sse, &admitted.app.id, CloseReason::Client),
         chunk: Chunk::default(),
         stream,
@@ -86,6 +93,8 @@ pub(crate) async fn handle(
 }
 
 struct SseBody {
+    /// Counts the stream against its client address while it lives.
+    _per_ip: Option<crate::limits::IpSlot>,
     /// Counts the stream open until the body is dropped (the client went away, unless
     /// the reason says otherwise).
     metric: OpenConnection,

@@ -270,6 +270,29 @@ pub(crate) fn admit(
     })
 }
 
+/// Counts a stream or held poll against its client address, or refuses it with 429
+/// when the address is at the app's `max_connections_per_ip`.
+pub(crate) fn per_ip(
+    state: &AppState,
+    app: &App,
+    client: Option<axum::Extension<crate::limits::ClientAddr>>,
+    origin: Option<HeaderValue>,
+) -> Result<Option<crate::limits::IpSlot>, StreamError> {
+    let Some(axum::Extension(crate::limits::ClientAddr(ip))) = client else {
+        return Ok(None);
+    };
+    state
+        .ip_connections
+        .try_acquire(app, ip)
+        .map_err(|max| StreamError {
+            origin,
+            ..StreamError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                crate::limits::too_many_from_address(max),
+            )
+        })
+}
+
 /// Answers a CORS preflight for the SSE and long-poll endpoints.
 pub(crate) async fn preflight(
     axum::extract::State(state): axum::extract::State<AppState>,

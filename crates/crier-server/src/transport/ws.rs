@@ -8,11 +8,13 @@
 
 pub mod wire;
 
+use crate::limits::{too_many_from_address, ClientAddr};
 use crate::metrics::{self as m, CloseReason, Rejection, Transport};
 use crate::state::AppState;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
+use axum::Extension;
 use bytes::Bytes;
 use crier_core::outbox::{outbox, Disconnect, Next, OutboxReceiver, Outgoing};
 use crier_core::session::{Delivery, Session};
@@ -21,6 +23,7 @@ use crier_protocol::{frames, ErrorCode};
 use futures_util::{FutureExt, SinkExt};
 use serde::Deserialize;
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -40,10 +43,12 @@ pub(crate) async fn upgrade(
     Path(key): Path<String>,
     Query(query): Query<ConnectQuery>,
     State(state): State<AppState>,
+    client: Option<Extension<ClientAddr>>,
 ) -> Response {
+    let ip = client.map(|Extension(ClientAddr(ip))| ip);
     wire::configure(ws, state.config.server.max_frame_bytes).on_upgrade(move |socket| {
         let tasks = state.tasks.clone();
-        tasks.track_future(connection(socket, state, key, query.protocol))
+        tasks.track_future(connection(socket, state, key, query.protocol, ip))
     })
 }
 
@@ -171,12 +176,22 @@ fn connection(
     state: AppState,
     key: String,
     protocol: Option<String>,
+    ip: Option<IpAddr>,
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
         let write_timeout = state.node.settings().write_timeout;
         let app = match admission(&state, &key, protocol.as_deref()) {
             Ok(app) => app,
             Err(reason) => return Box::pin(refuse(&mut socket, &reason, write_timeout)).await,
+        };
+        // Held for the connection's life: counts it against its address.
+        let _per_ip = match ip.map(|ip| state.ip_connections.try_acquire(&app, ip)) {
+            None | Some(Ok(None)) => None,
+            Some(Ok(slot)) => slot,
+            Some(Err(max)) => {
+                let reason = Disconnect::new(ErrorCode::OverCapacity, too_many_from_address(max));
+                return Box::pin(refuse(&mut socket, &reason, write_timeout)).await;
+            }
         };
         let settings = state.node.settings();
         let (tx, mut rx) = outbox(settings.outbox_capacity);
@@ -196,7 +211,12 @@ fn connection(
         }
         let activity = settings.activity_timeout;
         let pong_wait = settings.pong_timeout;
-        let mut deadline = Instant::now() + activity;
+        // A connection must hold a subscription (or a sign-in) by then, or it is
+        // closed: an open socket that listens to nothing only costs the server.
+        let subscribe_within = state.config.server.subscribe_timeout_secs;
+        let mut subscribe_by =
+            (subscribe_within > 0).then(|| Instant::now() + Duration::from_secs(subscribe_within));
+        let mut deadline = next_check(activity, subscribe_by);
         let mut awaiting_pong = false;
         let end = loop {
             // The select only says what woke us; the work happens after it, once its
@@ -224,7 +244,7 @@ fn connection(
                         },
                         None => break End::Gone,
                     };
-                    deadline = Instant::now() + activity;
+                    deadline = next_check(activity, subscribe_by);
                     awaiting_pong = false;
                     if let Message::Text(t) = &message {
                         m::transport(Transport::Ws)
@@ -271,6 +291,24 @@ fn connection(
                     }
                 }
                 Wake::Silence => {
+                    // While a pong is awaited the deadline is the pong's, so a wake-up
+                    // then is about the pong even if the subscribe deadline passed too.
+                    if subscribe_by.is_some_and(|by| Instant::now() >= by) {
+                        if !session.subscribed() {
+                            m::limit_hit(m::limits::SUBSCRIBE_TIMEOUT);
+                            break End::Close(Disconnect::new(
+                                ErrorCode::ClosedAfterInactivity,
+                                format!(
+                                    "No subscription within {subscribe_within} s (server.subscribe_timeout_secs)"
+                                ),
+                            ));
+                        }
+                        subscribe_by = None;
+                        if !awaiting_pong {
+                            deadline = Instant::now() + activity;
+                            continue;
+                        }
+                    }
                     if awaiting_pong {
                         break End::Close(Disconnect::new(
                             ErrorCode::PongNotReceived,
@@ -299,6 +337,13 @@ fn connection(
         // task's allocation grows in 128-byte steps).
         Box::pin(finish(&mut socket, end, write_timeout)).await;
     }
+}
+
+/// When the loop must next look at the clock: the ping after `activity` of silence, or
+/// the subscribe deadline if that comes first.
+fn next_check(activity: Duration, subscribe_by: Option<Instant>) -> Instant {
+    let ping = Instant::now() + activity;
+    subscribe_by.map_or(ping, |by| by.min(ping))
 }
 
 /// Refuses a connection before its session starts: counted, then closed with the code.
