@@ -71,8 +71,8 @@ pub struct TransportMetrics {
 
 impl TransportMetrics {
     /// Records the publish-to-delivery latency of a message accepted at `accepted_at`
-    /// whose frame was just written. Transports call it once per socket write (for the
-    /// oldest message of the batch), not per message, which keeps its cost off bursts.
+    /// whose frame is being written. Transports call it once per batch they write (for
+    /// its oldest message), not per message, which keeps its cost off bursts.
     pub fn delivered_after(&self, accepted_at: Instant) {
         self.latency.record(accepted_at.elapsed().as_secs_f64());
     }

@@ -320,7 +320,7 @@ fn describe() {
     describe_histogram!(
         DELIVERY_LATENCY,
         Unit::Seconds,
-        "Time from a publish accepted to its frame written to a client's socket, by transport (one sample per socket write)"
+        "Time from a publish accepted by this node to its frame handed to a client's connection for writing, by transport (one sample per batch written)"
     );
     describe_histogram!(
         API_DURATION,

@@ -8,7 +8,7 @@
 
 pub mod wire;
 
-use crate::limits::{too_many_from_address, ClientAddr};
+use crate::limits::{too_many_from_address, ClientAddr, IpSlot};
 use crate::metrics::{self as m, CloseReason, Rejection, Transport};
 use crate::state::AppState;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -23,7 +23,6 @@ use crier_protocol::{frames, ErrorCode};
 use futures_util::{FutureExt, SinkExt};
 use serde::Deserialize;
 use std::future::Future;
-use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -45,11 +44,39 @@ pub(crate) async fn upgrade(
     State(state): State<AppState>,
     client: Option<Extension<ClientAddr>>,
 ) -> Response {
-    let ip = client.map(|Extension(ClientAddr(ip))| ip);
+    // Decided here, before the task exists, so that the task carries the answer (two
+    // pointers) instead of the key, the protocol and the address: the task's every byte
+    // is paid per connection for its whole life, in 128-byte steps. A refused client
+    // still gets the upgrade, then the Pusher code (that is what pusher-js acts on).
+    let admitted = admission(&state, &key, query.protocol.as_deref())
+        .and_then(|app| {
+            let per_ip = match client {
+                Some(Extension(ClientAddr(ip))) => state
+                    .ip_connections
+                    .try_acquire(&app, ip)
+                    .map_err(|max| {
+                        Disconnect::new(ErrorCode::OverCapacity, too_many_from_address(max))
+                    })?
+                    .map(Box::new),
+                None => None,
+            };
+            Ok(Admitted {
+                app,
+                _per_ip: per_ip,
+            })
+        })
+        .map_err(Box::new);
     wire::configure(ws, state.config.server.max_frame_bytes).on_upgrade(move |socket| {
         let tasks = state.tasks.clone();
-        tasks.track_future(connection(socket, state, key, query.protocol, ip))
+        tasks.track_future(connection(socket, state, admitted))
     })
+}
+
+/// A connection allowed to start.
+struct Admitted {
+    app: Arc<App>,
+    /// Counts the connection against its client address while it lives.
+    _per_ip: Option<Box<IpSlot>>,
 }
 
 /// Why the connection may not start, checked before a session exists.
@@ -174,30 +201,22 @@ fn bounded(
 fn connection(
     mut socket: WebSocket,
     state: AppState,
-    key: String,
-    protocol: Option<String>,
-    ip: Option<IpAddr>,
+    admitted: Result<Admitted, Box<Disconnect>>,
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
-        let write_timeout = state.node.settings().write_timeout;
-        let app = match admission(&state, &key, protocol.as_deref()) {
-            Ok(app) => app,
-            Err(reason) => return Box::pin(refuse(&mut socket, &reason, write_timeout)).await,
+        // Timings are read from the settings where they are used rather than copied
+        // into locals: each local would sit in every connection's task.
+        let write_timeout = || state.node.settings().write_timeout;
+        // Borrowed, not moved out: `admitted` holds the address slot for the
+        // connection's life, and moving it would keep a second copy in the task.
+        let app = match &admitted {
+            Ok(admitted) => admitted.app.clone(),
+            Err(reason) => return Box::pin(refuse(&mut socket, reason, write_timeout())).await,
         };
-        // Held for the connection's life: counts it against its address.
-        let _per_ip = match ip.map(|ip| state.ip_connections.try_acquire(&app, ip)) {
-            None | Some(Ok(None)) => None,
-            Some(Ok(slot)) => slot,
-            Some(Err(max)) => {
-                let reason = Disconnect::new(ErrorCode::OverCapacity, too_many_from_address(max));
-                return Box::pin(refuse(&mut socket, &reason, write_timeout)).await;
-            }
-        };
-        let settings = state.node.settings();
-        let (tx, mut rx) = outbox(settings.outbox_capacity);
+        let (tx, mut rx) = outbox(state.node.settings().outbox_capacity);
         let (mut session, established) = match Session::open(state.node.clone(), app, tx) {
             Ok(opened) => opened,
-            Err(reason) => return Box::pin(refuse(&mut socket, &reason, write_timeout)).await,
+            Err(reason) => return Box::pin(refuse(&mut socket, &reason, write_timeout())).await,
         };
         m::connection_opened(Transport::Ws, &session.app().id);
         // The last stage of the handshake: a client that cannot take even this frame
@@ -209,14 +228,15 @@ fn connection(
         {
             return;
         }
-        let activity = settings.activity_timeout;
-        let pong_wait = settings.pong_timeout;
+        // The timings are read from the settings where used rather than copied into
+        // locals: each local would sit in every connection's task.
         // A connection must hold a subscription (or a sign-in) by then, or it is
         // closed: an open socket that listens to nothing only costs the server.
-        let subscribe_within = state.config.server.subscribe_timeout_secs;
-        let mut subscribe_by =
-            (subscribe_within > 0).then(|| Instant::now() + Duration::from_secs(subscribe_within));
-        let mut deadline = next_check(activity, subscribe_by);
+        let mut subscribe_by = match state.config.server.subscribe_timeout_secs {
+            0 => None,
+            secs => Some(Instant::now() + Duration::from_secs(secs)),
+        };
+        let mut deadline = next_check(state.node.settings().activity_timeout, subscribe_by);
         let mut awaiting_pong = false;
         let end = loop {
             // The select only says what woke us; the work happens after it, once its
@@ -244,7 +264,7 @@ fn connection(
                         },
                         None => break End::Gone,
                     };
-                    deadline = next_check(activity, subscribe_by);
+                    deadline = next_check(state.node.settings().activity_timeout, subscribe_by);
                     awaiting_pong = false;
                     if let Message::Text(t) = &message {
                         m::transport(Transport::Ws)
@@ -269,14 +289,14 @@ fn connection(
                         continue;
                     }
                     if let Err(end) =
-                        Box::pin(bounded(write_timeout, write_all(&mut socket, replies))).await
+                        Box::pin(bounded(write_timeout(), write_all(&mut socket, replies))).await
                     {
                         break end;
                     }
                 }
                 Wake::Outbox(Next::Send(item)) => {
                     let write = write_batch(&mut socket, &mut session, &mut rx, item);
-                    if let Err(end) = bounded(write_timeout, write).await {
+                    if let Err(end) = bounded(write_timeout(), write).await {
                         break end;
                     }
                 }
@@ -285,7 +305,7 @@ fn connection(
                     // One page read, written, and dropped before the next is read.
                     let page = Box::pin(session.replay_page()).await;
                     if let Err(end) =
-                        Box::pin(bounded(write_timeout, write_all(&mut socket, page))).await
+                        Box::pin(bounded(write_timeout(), write_all(&mut socket, page))).await
                     {
                         break end;
                     }
@@ -299,13 +319,14 @@ fn connection(
                             break End::Close(Disconnect::new(
                                 ErrorCode::ClosedAfterInactivity,
                                 format!(
-                                    "No subscription within {subscribe_within} s (server.subscribe_timeout_secs)"
+                                    "No subscription within {} s (server.subscribe_timeout_secs)",
+                                    state.config.server.subscribe_timeout_secs
                                 ),
                             ));
                         }
                         subscribe_by = None;
                         if !awaiting_pong {
-                            deadline = Instant::now() + activity;
+                            deadline = Instant::now() + state.node.settings().activity_timeout;
                             continue;
                         }
                     }
@@ -316,9 +337,9 @@ fn connection(
                         ));
                     }
                     awaiting_pong = true;
-                    deadline = Instant::now() + pong_wait;
+                    deadline = Instant::now() + state.node.settings().pong_timeout;
                     let ping = socket.send(text(Bytes::from(frames::ping())));
-                    if let Err(end) = Box::pin(bounded(write_timeout, ping)).await {
+                    if let Err(end) = Box::pin(bounded(write_timeout(), ping)).await {
                         break end;
                     }
                 }
@@ -335,7 +356,7 @@ fn connection(
         // One boxed future that takes `end` by value: matching here, with an await per
         // arm, would keep `end` in every connection's task for its whole life (the
         // task's allocation grows in 128-byte steps).
-        Box::pin(finish(&mut socket, end, write_timeout)).await;
+        Box::pin(finish(&mut socket, end, write_timeout())).await;
     }
 }
 
@@ -378,7 +399,8 @@ async fn finish(socket: &mut WebSocket, end: End, write_timeout: Duration) {
 }
 
 /// Writes `first` and whatever else is queued (up to a batch), then flushes once.
-/// Counted once per batch: frames, bytes, and the latency of its oldest message.
+/// Counted once per batch: frames, bytes, and the latency of its oldest message (taken
+/// as its frame is handed to the socket, just before the batch's flush).
 async fn write_batch(
     socket: &mut WebSocket,
     session: &mut Session,
@@ -399,9 +421,6 @@ async fn write_batch(
     let hot = m::transport(Transport::Ws);
     hot.delivered.increment(u64::from(written.frames));
     hot.bytes_sent.increment(u64::from(written.bytes));
-    if let Some(accepted_at) = written.oldest {
-        hot.delivered_after(accepted_at);
-    }
     Ok(())
 }
 
@@ -411,22 +430,25 @@ async fn write_batch(
 struct Written {
     frames: u32,
     bytes: u32,
-    /// When the batch's first (oldest) published message was accepted.
-    oldest: Option<std::time::Instant>,
+    /// The batch's latency sample is taken (from its first published message).
+    sampled: bool,
 }
 
 impl Written {
     fn filter(&mut self, session: &mut Session, item: Outgoing) -> Option<Bytes> {
         let accepted_at = match &item {
-            Outgoing::Message(message) => Some(message.accepted_at),
-            Outgoing::Frame(_) => None,
+            Outgoing::Message(message) if !self.sampled => Some(message.accepted_at),
+            _ => None,
         };
         let Delivery::Send(frame) = session.outgoing(item) else {
             return None;
         };
         self.frames += 1;
         self.bytes = self.bytes.saturating_add(frame.len() as u32);
-        self.oldest = self.oldest.or(accepted_at);
+        if let Some(accepted_at) = accepted_at {
+            self.sampled = true;
+            m::transport(Transport::Ws).delivered_after(accepted_at);
+        }
         Some(frame)
     }
 }
