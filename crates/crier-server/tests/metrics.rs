@@ -219,6 +219,14 @@ async fn every_family_is_there_from_start_and_moves_with_traffic() {
     }
     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     sock.send_to(b"this is not json", udp).await.unwrap();
+    // A long-poll that does not wait: opened, answered, closed as completed.
+    let res = reqwest::get(format!(
+        "http://{}/app/{KEY}/poll?channels=metered&timeout=0",
+        server.addr
+    ))
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 200);
 
     let delta = |now: &Metrics, name: &str, labels: &[(&str, &str)]| {
         now.value(name, labels) - start.value(name, labels)
@@ -251,6 +259,17 @@ async fn every_family_is_there_from_start_and_moves_with_traffic() {
     assert!(delta(&after, "crier_bytes_sent_total", &ws) > 0.0);
     assert!(delta(&after, "crier_bytes_received_total", &ws) > 0.0);
     assert!(delta(&after, "crier_bytes_sent_total", &sse_t) > 0.0);
+    let poll = [("transport", "poll")];
+    assert_eq!(delta(&after, "crier_connections_opened_total", &poll), 1.0);
+    assert_eq!(
+        delta(
+            &after,
+            "crier_connections_closed_total",
+            &[("transport", "poll"), ("reason", "completed")]
+        ),
+        1.0
+    );
+    assert!(delta(&after, "crier_bytes_sent_total", &poll) > 0.0);
     assert!(
         delta(
             &after,
