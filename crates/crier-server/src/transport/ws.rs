@@ -228,8 +228,6 @@ fn connection(
         {
             return;
         }
-        // The timings are read from the settings where used rather than copied into
-        // locals: each local would sit in every connection's task.
         // A connection must hold a subscription (or a sign-in) by then, or it is
         // closed: an open socket that listens to nothing only costs the server.
         let mut subscribe_by = match state.config.server.subscribe_timeout_secs {
