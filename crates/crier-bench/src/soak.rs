@@ -478,15 +478,19 @@ async fn sample(endpoint: &Endpoint, pid: u32) -> anyhow::Result<Sample> {
     })
 }
 
-/// The value of an unlabelled gauge in Prometheus text.
+/// The value of a gauge in Prometheus text, summed over its series (`crier_connections`
+/// has one per transport and app).
 fn gauge(text: &str, name: &str) -> u64 {
-    text.lines()
+    let sum: f64 = text
+        .lines()
         .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let (n, v) = l.split_once(' ')?;
+        .filter_map(|l| {
+            let (series, v) = l.rsplit_once(' ')?;
+            let n = series.split_once('{').map_or(series, |(n, _)| n);
             (n == name).then(|| v.trim().parse::<f64>().ok())?
         })
-        .map_or(0, |v| v.max(0.0) as u64)
+        .sum();
+    sum.max(0.0) as u64
 }
 
 fn max(a: Sample, b: Sample) -> Sample {
@@ -543,9 +547,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_unlabelled_gauges() {
-        let text = "# TYPE crier_connections gauge\ncrier_connections 12\ncrier_connections_x 3\ncrier_runtime_alive_tasks 40.0\n";
-        assert_eq!(gauge(text, "crier_connections"), 12);
+    fn reads_gauges_summed_over_their_series() {
+        let text = "# TYPE crier_connections gauge\ncrier_connections{transport=\"ws\",app=\"1\"} 12\ncrier_connections{transport=\"sse\",app=\"1\"} 2\ncrier_connections_x 3\ncrier_runtime_alive_tasks 40.0\n";
+        assert_eq!(gauge(text, "crier_connections"), 14);
         assert_eq!(gauge(text, "crier_runtime_alive_tasks"), 40);
         assert_eq!(gauge(text, "missing"), 0);
     }

@@ -31,6 +31,14 @@ pub struct AppLimits {
     pub max_user_info_size: usize,
     /// Client events one connection may send per second.
     pub client_events_per_sec: u32,
+    /// Subscribe and unsubscribe requests one connection may send per second; 0 means
+    /// unlimited. Above what pusher-js sends when it resubscribes a full connection.
+    pub subscriptions_per_sec: u32,
+    /// Connections from one client address; 0 means unlimited. Enforced by the server,
+    /// which knows the address.
+    pub max_connections_per_ip: u32,
+    /// HTTP publish requests per second; 0 means unlimited. Enforced by the server.
+    pub publish_per_sec: u32,
     /// Events in one `batch_events` request.
     pub max_batch_size: usize,
 }
@@ -45,6 +53,9 @@ impl Default for AppLimits {
             max_presence_members: 100,
             max_user_info_size: 1024,
             client_events_per_sec: 10,
+            subscriptions_per_sec: 200,
+            max_connections_per_ip: 10_000,
+            publish_per_sec: 0,
             max_batch_size: 10,
         }
     }

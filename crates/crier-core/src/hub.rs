@@ -74,7 +74,10 @@ impl Hub {
         let mut map = self.shard(app, channel).write();
         let entry = map
             .entry((app.clone(), channel.clone()))
-            .or_default()
+            .or_insert_with(|| {
+                metrics::gauge!("crier_channels").increment(1.0);
+                Arc::default()
+            })
             .clone();
         entry.lock().subscribers.push(sub);
         metrics::gauge!("crier_subscriptions").increment(1.0);
@@ -104,6 +107,7 @@ impl Hub {
                 .is_some_and(|c| Arc::ptr_eq(c, &entry) && c.lock().subscribers.is_empty())
             {
                 map.remove(&key);
+                metrics::gauge!("crier_channels").decrement(1.0);
             }
         }
         Some(sub)
@@ -114,17 +118,15 @@ impl Hub {
         let Some(entry) = self.channel(app, channel) else {
             return;
         };
+        // Deliveries are counted by the transports, as they write them.
         let ch = entry.lock();
-        let mut sent = 0u64;
         for sub in ch
             .subscribers
             .iter()
             .filter(|s| Some(&*s.socket_id) != exclude)
         {
             sub.outbox.push(Outgoing::Frame(frame.clone()));
-            sent += 1;
         }
-        metrics::counter!("crier_messages_delivered_total").increment(sent);
     }
 
     /// Fans a published message out to local subscribers.
@@ -133,15 +135,12 @@ impl Hub {
             return;
         };
         let ch = entry.lock();
-        let mut sent = 0u64;
         for sub in &ch.subscribers {
             if message.exclude_socket.as_deref() == Some(&*sub.socket_id) {
                 continue;
             }
             sub.outbox.push(Outgoing::Message(message.clone()));
-            sent += 1;
         }
-        metrics::counter!("crier_messages_delivered_total").increment(sent);
     }
 
     /// Closes every connection subscribed to `channel` with `reason`.

@@ -6,7 +6,7 @@ use crate::position::StreamPosition;
 use bytes::Bytes;
 use crier_protocol::{frames, ChannelName};
 use std::sync::{Arc, OnceLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// A message accepted for publishing, not yet in history.
 #[derive(Clone, Debug)]
@@ -32,6 +32,9 @@ pub struct Published {
     /// Unix milliseconds when history accepted it; drives age-based retention.
     pub published_at_ms: u64,
     pub exclude_socket: Option<Arc<str>>,
+    /// When this node accepted the message: the start of its publish-to-delivery
+    /// latency, which transports measure when they write it.
+    pub accepted_at: Instant,
     pusher_frame: OnceLock<Bytes>,
     envelope: OnceLock<Bytes>,
 }
@@ -47,6 +50,7 @@ impl Published {
             position,
             published_at_ms,
             exclude_socket: message.exclude_socket,
+            accepted_at: Instant::now(),
             pusher_frame: OnceLock::new(),
             envelope: OnceLock::new(),
         }

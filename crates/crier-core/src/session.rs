@@ -58,6 +58,8 @@ pub struct Session {
     recovering: HashMap<ChannelName, Recovery>,
     user: Option<Arc<str>>,
     client_events: RateLimiter,
+    /// Subscribe and unsubscribe requests (`subscriptions_per_sec`).
+    subscriptions: RateLimiter,
     closed: bool,
 }
 
@@ -85,13 +87,13 @@ impl Session {
                 "App is over its connection quota",
             ));
         }
-        metrics::gauge!("crier_connections").increment(1.0);
         let (conn, socket_id) = node.new_connection();
         let established = Bytes::from(frames::connection_established(
             &socket_id,
             node.settings().activity_timeout.as_secs(),
         ));
         let rate = app.limits.client_events_per_sec;
+        let subscriptions = RateLimiter::per_second(app.limits.subscriptions_per_sec);
         Ok((
             Self {
                 node,
@@ -103,6 +105,7 @@ impl Session {
                 recovering: HashMap::new(),
                 user: None,
                 client_events: RateLimiter::per_second(rate),
+                subscriptions,
                 closed: false,
             },
             established,
@@ -115,6 +118,11 @@ impl Session {
 
     pub fn app(&self) -> &Arc<App> {
         &self.app
+    }
+
+    /// Whether the connection holds any channel (signing in joins one).
+    pub fn subscribed(&self) -> bool {
+        !self.channels.is_empty()
     }
 
     /// Handles one text frame; returns the frames to write at once, in order.
@@ -132,8 +140,12 @@ impl Session {
         match message {
             ClientMessage::Ping => Ok(vec![Bytes::from(frames::pong())]),
             ClientMessage::Pong | ClientMessage::Other(_) => Ok(Vec::new()),
-            ClientMessage::Subscribe(req) => Ok(self.subscribe(req).await),
+            ClientMessage::Subscribe(req) => {
+                self.check_subscription_rate()?;
+                Ok(self.subscribe(req).await)
+            }
             ClientMessage::Unsubscribe { channel } => {
+                self.check_subscription_rate()?;
                 if let Ok(channel) = ChannelName::parse(&channel) {
                     self.unsubscribe(&channel);
                 }
@@ -146,6 +158,22 @@ impl Session {
                 data,
             } => self.client_event(&event, &channel, &data),
         }
+    }
+
+    /// Closes a connection that subscribes and unsubscribes faster than the app's
+    /// `subscriptions_per_sec` (each costs hub and broker work), as a client event flood
+    /// is closed: with 4301, after which pusher-js reconnects with a backoff.
+    fn check_subscription_rate(&mut self) -> Result<(), Disconnect> {
+        let max = self.app.limits.subscriptions_per_sec;
+        if max == 0 || self.subscriptions.allow() {
+            return Ok(());
+        }
+        metrics::counter!("crier_limit_hits_total", "limit" => "subscriptions_per_sec")
+            .increment(1);
+        Err(Disconnect::new(
+            ErrorCode::ClientEventRateLimit,
+            format!("Subscription rate limit exceeded (subscriptions_per_sec is {max})"),
+        ))
     }
 
     /// Filters an item from the outbox: drops messages for channels no longer
@@ -258,9 +286,12 @@ impl Session {
             )]);
         };
         if data.get().len() > self.app.limits.max_event_size {
+            metrics::counter!("crier_limit_hits_total", "limit" => "max_event_size").increment(1);
             return Ok(vec![error_frame("Client event data is too large")]);
         }
         if !self.client_events.allow() {
+            metrics::counter!("crier_limit_hits_total", "limit" => "client_events_per_sec")
+                .increment(1);
             return Err(Disconnect::new(
                 ErrorCode::ClientEventRateLimit,
                 "Client event rate limit exceeded",
@@ -268,7 +299,8 @@ impl Session {
         }
         let user_id = membership.presence_user.clone();
         let frame = frames::client_event(event, channel.as_str(), data, user_id.as_deref());
-        metrics::counter!("crier_client_events_total").increment(1);
+        metrics::counter!("crier_messages_published_total", "ingest" => "client_event", "app" => self.app.id.clone())
+            .increment(1);
         self.node.client_event(
             &self.app.id,
             Bytes::from(frame),
@@ -302,7 +334,6 @@ impl Session {
             self.unsubscribe(&channel);
         }
         self.node.remove_connection(&self.app);
-        metrics::gauge!("crier_connections").decrement(1.0);
     }
 }
 

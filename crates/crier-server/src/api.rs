@@ -9,7 +9,7 @@ pub(crate) use events::publish_error;
 
 use crate::state::AppState;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -44,6 +44,8 @@ pub(crate) fn routes() -> Router<AppState> {
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
+    /// Seconds for a `Retry-After` header (a rate limit's 429).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -51,6 +53,7 @@ impl ApiError {
         Self {
             status,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -61,13 +64,42 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        metrics::counter!("crier_api_errors_total", "status" => self.status.as_u16().to_string())
-            .increment(1);
-        (
+        crate::metrics::rejected(crate::metrics::Rejection::Http(self.status.as_u16()));
+        let mut res = (
             self.status,
             Json(serde_json::json!({ "error": self.message })),
         )
-            .into_response()
+            .into_response();
+        if let Some(secs) = self.retry_after {
+            res.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        res
+    }
+}
+
+/// Times every API request, body reading included, into
+/// `crier_http_request_duration_seconds{endpoint}`.
+pub(crate) async fn timed(request: Request, next: Next) -> Response {
+    let endpoint = endpoint(request.extensions().get::<MatchedPath>());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    metrics::histogram!(crate::metrics::names::API_DURATION, "endpoint" => endpoint)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// The `endpoint` label of a route of [`routes`]: its last fixed segment.
+fn endpoint(path: Option<&MatchedPath>) -> &'static str {
+    match path.map(MatchedPath::as_str).unwrap_or("") {
+        p if p.ends_with("/batch_events") => "batch_events",
+        p if p.ends_with("/events") => "events",
+        p if p.ends_with("/channels") => "channels",
+        p if p.ends_with("/users") => "channel_users",
+        p if p.ends_with("/messages") => "channel_messages",
+        p if p.ends_with("/terminate_connections") => "terminate_connections",
+        p if p.ends_with("/{channel}") => "channel",
+        _ => "other",
     }
 }
 
@@ -87,7 +119,13 @@ pub(crate) async fn buffered_body(
             next.run(Request::from_parts(parts, Body::from(bytes)))
                 .await
         }
-        Err(e) => ApiError::new(e.status(), e.message("server.max_body_bytes")).into_response(),
+        Err(e) => {
+            crate::metrics::limit_hit(match e.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => crate::metrics::limits::MAX_BODY_BYTES,
+                _ => crate::metrics::limits::HANDSHAKE_TIMEOUT,
+            });
+            ApiError::new(e.status(), e.message("server.max_body_bytes")).into_response()
+        }
     }
 }
 

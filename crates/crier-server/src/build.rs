@@ -30,6 +30,15 @@ fn app_from_config(c: &AppConfig, config: &Config) -> App {
     if let Some(v) = c.max_channels_per_connection {
         app.limits.max_channels_per_connection = v;
     }
+    if let Some(v) = c.max_connections_per_ip {
+        app.limits.max_connections_per_ip = v;
+    }
+    if let Some(v) = c.subscriptions_per_sec {
+        app.limits.subscriptions_per_sec = v;
+    }
+    if let Some(v) = c.publish_per_sec {
+        app.limits.publish_per_sec = v;
+    }
     app.allowed_origins = c.allowed_origins.clone();
     app.webhooks = c
         .webhooks
@@ -51,13 +60,21 @@ fn app_from_config(c: &AppConfig, config: &Config) -> App {
     app
 }
 
+/// What [`node`] builds.
+pub struct Built {
+    pub node: Arc<Node>,
+    pub webhooks: crate::webhooks::WebhookSender,
+    /// The embedded history store (memory broker only), for its size in `/metrics`.
+    pub history: Option<Arc<DiskHistory>>,
+}
+
 /// Builds the node: with the memory broker over the history under
 /// `server.data_dir`, or with the Redis broker (history and presence in Redis).
 ///
 /// # Errors
 /// The history store cannot be opened (permissions, a locked or damaged directory), or
 /// Redis cannot be reached.
-pub async fn node(config: &Config) -> anyhow::Result<(Arc<Node>, crate::webhooks::WebhookSender)> {
+pub async fn node(config: &Config) -> anyhow::Result<Built> {
     let apps = AppRegistry::new(config.apps.iter().map(|a| app_from_config(a, config)));
     let retention_by_app: std::collections::HashMap<String, Retention> = apps
         .iter()
@@ -74,10 +91,14 @@ pub async fn node(config: &Config) -> anyhow::Result<(Arc<Node>, crate::webhooks
         write_timeout: Duration::from_secs(config.server.write_timeout_secs.max(1)),
         ..NodeSettings::default()
     };
-    let node = match config.broker.kind {
+    let (node, history) = match config.broker.kind {
         BrokerKind::Memory => {
-            let broker = memory_broker(config, hub.clone(), observer.clone(), retention)?;
-            Node::new(apps, hub, Arc::new(broker), settings)
+            let (broker, history) =
+                memory_broker(config, hub.clone(), observer.clone(), retention)?;
+            (
+                Node::new(apps, hub, Arc::new(broker), settings),
+                Some(history),
+            )
         }
         BrokerKind::Redis => {
             let b = &config.broker;
@@ -100,10 +121,16 @@ pub async fn node(config: &Config) -> anyhow::Result<(Arc<Node>, crate::webhooks
             .await
             .map_err(|e| anyhow::anyhow!("{key}: cannot reach Redis: {e}"))?;
             tracing::info!(node = broker.node_id(), "joined the cluster through Redis");
-            Node::new(apps, hub, Arc::new(broker), settings).with_presence(Arc::new(presence))
+            let node =
+                Node::new(apps, hub, Arc::new(broker), settings).with_presence(Arc::new(presence));
+            (node, None)
         }
     };
-    Ok((Arc::new(node.with_observer(observer)), webhooks))
+    Ok(Built {
+        node: Arc::new(node.with_observer(observer)),
+        webhooks,
+        history,
+    })
 }
 
 fn memory_broker(
@@ -111,7 +138,7 @@ fn memory_broker(
     hub: Arc<Hub>,
     observer: Arc<dyn ChannelObserver>,
     retention: RetentionLookup,
-) -> anyhow::Result<MemoryBroker> {
+) -> anyhow::Result<(MemoryBroker, Arc<DiskHistory>)> {
     let policy = match config.history.fsync {
         Fsync::Always => FsyncPolicy::Always,
         Fsync::Grouped => FsyncPolicy::Grouped,
@@ -122,7 +149,8 @@ fn memory_broker(
             config.server.data_dir.display()
         )
     })?;
-    MemoryBroker::new(hub, Some(observer), |on_commit| {
+    let mut disk = None;
+    let broker = MemoryBroker::new(hub, Some(observer), |on_commit| {
         let history = DiskHistory::open(
             &config.server.data_dir.join("history"),
             policy,
@@ -131,6 +159,10 @@ fn memory_broker(
             on_commit,
         )
         .map_err(|e| anyhow::anyhow!("server.data_dir: cannot open history: {e}"))?;
-        Ok::<Arc<dyn HistoryStore>, anyhow::Error>(Arc::new(history))
-    })
+        let history = Arc::new(history);
+        disk = Some(history.clone());
+        Ok::<Arc<dyn HistoryStore>, anyhow::Error>(history)
+    })?;
+    let history = disk.expect("the broker opened the history");
+    Ok((broker, history))
 }

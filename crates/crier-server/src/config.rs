@@ -3,7 +3,7 @@
 //! name the offending key.
 
 use clap::Args;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -18,7 +18,7 @@ pub const DEV_APP_ID: &str = "1";
 pub const DEV_APP_KEY: &str = "app-key";
 pub const DEV_APP_SECRET: &str = "app-secret";
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
@@ -45,7 +45,7 @@ impl Default for Config {
 }
 
 /// `[demo]`: the demo pages under `/demo` (see `crate::demo`).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DemoConfig {
     /// Serve the pages and their endpoints. They sign tokens and publish on the first
@@ -65,7 +65,7 @@ impl DemoConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     pub listen: String,
@@ -109,6 +109,12 @@ pub struct ServerConfig {
     pub tls_cert: String,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert`.
     pub tls_key: String,
+    /// Longest request target (path and query), in bytes (414 beyond; a URL that also
+    /// takes the head past `max_header_bytes` gets that limit's 431 first).
+    pub max_url_bytes: usize,
+    /// Seconds a WebSocket may stay open without any subscription (or sign-in) before
+    /// it is closed with 4202; 0 turns it off.
+    pub subscribe_timeout_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -136,11 +142,14 @@ impl Default for ServerConfig {
             max_header_bytes: 64 * 1024,
             tls_cert: String::new(),
             tls_key: String::new(),
+            // The same URL, with room to spare below max_header_bytes.
+            max_url_bytes: 48 * 1024,
+            subscribe_timeout_secs: 120,
         }
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
@@ -148,7 +157,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     pub url: String,
@@ -156,7 +165,7 @@ pub struct WebhookConfig {
     pub events: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AppConfig {
     pub id: String,
@@ -181,6 +190,18 @@ pub struct AppConfig {
     /// Channels one connection may subscribe to (default 100).
     #[serde(default)]
     pub max_channels_per_connection: Option<usize>,
+    /// Connections (WebSocket, SSE, held long-poll, fallback session) from one client
+    /// IP address (default 10,000; 0 = unlimited).
+    #[serde(default)]
+    pub max_connections_per_ip: Option<u32>,
+    /// Subscribe and unsubscribe requests one WebSocket may send per second
+    /// (default 200; 0 = unlimited).
+    #[serde(default)]
+    pub subscriptions_per_sec: Option<u32>,
+    /// HTTP publish requests (`events`, `batch_events`) per second (default 0 =
+    /// unlimited); 429 with `Retry-After` beyond.
+    #[serde(default)]
+    pub publish_per_sec: Option<u32>,
     /// Per-app history overrides of `[history]`.
     #[serde(default)]
     pub history_max_messages: Option<usize>,
@@ -215,13 +236,16 @@ impl AppConfig {
             max_presence_members: None,
             client_events_per_sec: None,
             max_channels_per_connection: None,
+            max_connections_per_ip: None,
+            subscriptions_per_sec: None,
+            publish_per_sec: None,
             history_max_messages: None,
             history_max_age_secs: None,
         }
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Fsync {
     Always,
@@ -229,7 +253,7 @@ pub enum Fsync {
     Grouped,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct HistoryConfig {
     pub max_messages: usize,
@@ -250,14 +274,14 @@ impl Default for HistoryConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngestConfig {
     pub udp: UdpConfig,
     pub redis_queue: Option<RedisQueueConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct UdpConfig {
     /// Empty turns the listener off.
@@ -275,7 +299,7 @@ impl Default for UdpConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RedisQueueConfig {
     #[serde(default = "default_redis_url")]
@@ -297,7 +321,7 @@ fn default_queue_key() -> String {
     "crier:publish".into()
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum BrokerKind {
     #[default]
@@ -305,7 +329,7 @@ pub enum BrokerKind {
     Redis,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct BrokerConfig {
     pub kind: BrokerKind,
@@ -367,7 +391,7 @@ impl BrokerConfig {
 }
 
 /// `[dashboard]`: the live page at `/dashboard` and its JSON under `/dashboard/api/`.
-#[derive(Clone, Deserialize, PartialEq)]
+#[derive(Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DashboardConfig {
     /// `false`: `/dashboard` answers 404.
@@ -420,7 +444,8 @@ impl std::fmt::Debug for DashboardConfig {
 /// Settings that flags and `CRIER_*` variables override; each documents its key.
 #[derive(Debug, Clone, Default, Args)]
 pub struct Overrides {
-    /// TOML config file (SPEC keys: [server], [[apps]], [history], [ingest.*], [broker]).
+    /// TOML config file with the sections [server], [[apps]], [history], [ingest.udp],
+    /// [ingest.redis_queue] and [broker]; its keys are the names in brackets below.
     #[arg(long, short, env = "CRIER_CONFIG")]
     pub config: Option<PathBuf>,
     /// HTTP/WebSocket/SSE address [server.listen, default 127.0.0.1:6001].
@@ -482,8 +507,10 @@ pub struct Overrides {
     /// Replace the apps with one app of this id (with --app-key, --app-secret).
     #[arg(long, env = "CRIER_APP_ID", requires_all = ["app_key", "app_secret"])]
     pub app_id: Option<String>,
+    /// Key of the app given with --app-id [apps[0].key].
     #[arg(long, env = "CRIER_APP_KEY", requires = "app_id")]
     pub app_key: Option<String>,
+    /// Secret of the app given with --app-id [apps[0].secret].
     #[arg(
         long,
         env = "CRIER_APP_SECRET",
@@ -515,6 +542,34 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
         key: key.into(),
         message: message.into(),
     }
+}
+
+/// Every key of the config file with its default, as TOML (shown by `crier --help`).
+/// Made from the types the file is read into, so it cannot list a key that does not
+/// exist or miss one that does. Per-app limits left unset show the value they get.
+pub fn defaults_toml() -> String {
+    let limits = crier_core::app::AppLimits::default();
+    let mut app = AppConfig::dev();
+    app.max_event_size = Some(limits.max_event_size);
+    app.max_presence_members = Some(limits.max_presence_members);
+    app.client_events_per_sec = Some(limits.client_events_per_sec);
+    app.max_channels_per_connection = Some(limits.max_channels_per_connection);
+    app.max_connections_per_ip = Some(limits.max_connections_per_ip);
+    app.subscriptions_per_sec = Some(limits.subscriptions_per_sec);
+    app.publish_per_sec = Some(limits.publish_per_sec);
+    let mut config = Config {
+        apps: vec![app],
+        ..Config::default()
+    };
+    let history = &config.history;
+    config.apps[0].history_max_messages = Some(history.max_messages);
+    config.apps[0].history_max_age_secs = Some(history.max_age_secs);
+    config.ingest.redis_queue = Some(RedisQueueConfig {
+        url: default_redis_url(),
+        key: default_queue_key(),
+        consumer: None,
+    });
+    toml::to_string(&config).unwrap_or_else(|e| format!("(cannot render the defaults: {e})"))
 }
 
 impl Config {
@@ -699,6 +754,7 @@ impl Config {
                 0,
             ),
             ("server.sse_heartbeat_secs", s.sse_heartbeat_secs, 1),
+            ("server.subscribe_timeout_secs", s.subscribe_timeout_secs, 0),
             (
                 "server.fallback_session_idle_secs",
                 s.fallback_session_idle_secs,
@@ -769,6 +825,11 @@ impl Config {
                 ))
             }
             _ => {}
+        }
+        // (A URL is also part of the request head: beyond max_header_bytes, hyper's 431
+        // comes first.)
+        if self.server.max_url_bytes < 1024 {
+            return Err(invalid("server.max_url_bytes", "must be at least 1024"));
         }
         if self.broker.kind == BrokerKind::Redis {
             self.broker.validate()?;

@@ -11,6 +11,7 @@ mod dashboard;
 pub mod demo;
 pub mod ingest;
 mod landing;
+pub mod limits;
 mod listener;
 pub mod logging;
 pub mod metrics;

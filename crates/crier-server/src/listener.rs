@@ -138,12 +138,19 @@ async fn serve_connection<I>(
         }
     };
     if let Err(e) = result {
+        // hyper answers these itself (431) or just closes (a slow head).
+        if e.is_timeout() {
+            crate::metrics::limit_hit(crate::metrics::limits::HANDSHAKE_TIMEOUT);
+        } else if e.is_parse_too_large() {
+            crate::metrics::limit_hit(crate::metrics::limits::MAX_HEADER_BYTES);
+        }
         tracing::debug!("connection ended: {e}");
     }
 }
 
 /// Gives every request of a connection its peer address, as axum's `ConnectInfo`
-/// (the dashboard opens itself to loopback peers only).
+/// (the dashboard opens itself to loopback peers only) and as the
+/// [`crate::limits::ClientAddr`] the per-address limits count by.
 #[derive(Clone)]
 struct WithPeer<S> {
     inner: S,
@@ -160,6 +167,8 @@ where
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         req.extensions_mut().insert(ConnectInfo(self.peer));
+        req.extensions_mut()
+            .insert(crate::limits::ClientAddr(self.peer.ip()));
         self.inner.call(req)
     }
 }

@@ -5,12 +5,19 @@ use std::fs::OpenOptions;
 use std::sync::Mutex;
 use tracing_subscriber::EnvFilter;
 
-/// Installs the global subscriber. `RUST_LOG` refines the default `info` level.
+/// The filter without `RUST_LOG`: Crier's own crates at INFO, and only warnings and
+/// errors from the libraries under them (the storage engine's INFO lines about its
+/// files are not what an operator starting Crier needs to read first).
+pub const DEFAULT_FILTER: &str =
+    "warn,crier=info,crier_server=info,crier_core=info,crier_protocol=info";
+
+/// Installs the global subscriber: `RUST_LOG` when set, else [`DEFAULT_FILTER`].
 ///
 /// # Errors
 /// The log file cannot be opened for appending.
 pub fn init(config: &Config) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let file = &config.server.log_file;
     let result = match (config.server.log_format, file.is_empty()) {

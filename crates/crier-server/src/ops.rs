@@ -37,13 +37,19 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
-async fn metrics() -> impl IntoResponse {
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    use crate::metrics::names;
     // Read at scrape time: a task count that only grows is how a leak of connection
     // tasks shows (crier-bench soak watches it).
     let tasks = tokio::runtime::Handle::current()
         .metrics()
         .num_alive_tasks();
-    metrics::gauge!("crier_runtime_alive_tasks").set(tasks as f64);
+    metrics::gauge!(names::TASKS).set(tasks as f64);
+    if let Some(history) = &state.history {
+        let (journal, tables) = history.disk_space();
+        metrics::gauge!(names::HISTORY_BYTES).set((journal + tables) as f64);
+        metrics::gauge!(names::HISTORY_MESSAGES).set(history.approximate_messages() as f64);
+    }
     let body = crate::metrics::handle()
         .map(|h| h.render())
         .unwrap_or_default();

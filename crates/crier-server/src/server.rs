@@ -59,7 +59,9 @@ fn router(state: AppState) -> Router {
         ))
         // The middleware above has already enforced the limit (with a JSON 413); this
         // only keeps axum's 2 MiB default from cutting a larger configured limit.
-        .layer(DefaultBodyLimit::max(max_body));
+        .layer(DefaultBodyLimit::max(max_body))
+        // Outermost, after routing: the duration includes reading the body.
+        .route_layer(middleware::from_fn(api::timed));
     let mut router = Router::new()
         .merge(transport::routes())
         .merge(api)
@@ -70,7 +72,14 @@ fn router(state: AppState) -> Router {
     if state.config.demo.active(&state.config.server.listen) {
         router = router.merge(demo::routes());
     }
-    router.fallback(api::not_found).with_state(state)
+    router
+        .fallback(api::not_found)
+        // Outermost: an over-long URL is refused before any route parses it.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::limits::url_limit,
+        ))
+        .with_state(state)
 }
 
 /// Starts a server on `listener` and returns once it accepts connections.
@@ -85,12 +94,17 @@ pub async fn run(listener: TcpListener, config: Config) -> anyhow::Result<Runnin
         .map(|(cert, key)| Tls::load(cert, key))
         .transpose()?;
     // Before the node: the history store reports its health as it opens.
-    crate::metrics::handle();
-    let (node, webhooks) = build::node(&config).await?;
+    crate::metrics::register(&config);
+    let build::Built {
+        node,
+        webhooks,
+        history,
+    } = build::node(&config).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(webhooks.run(shutdown.clone()));
     let config = Arc::new(config);
-    let state = AppState::new(node.clone(), config.clone(), shutdown.clone());
+    let mut state = AppState::new(node.clone(), config.clone(), shutdown.clone());
+    state.history = history;
     tokio::spawn(crate::transport::http_fallback::reap(
         state.fallback_sessions.clone(),
         shutdown.clone(),
@@ -102,7 +116,6 @@ pub async fn run(listener: TcpListener, config: Config) -> anyhow::Result<Runnin
             .clone()
             .reap(node.clone(), shutdown.clone()),
     );
-    crate::metrics::handle();
     let udp_addr = ingest::start(&state).await?;
     // Built once and shared by every connection. (`axum::serve` given a `Router`
     // rebuilt the route table per connection, `with_state(())` per accept, and an SSE

@@ -26,12 +26,19 @@ pub struct AppState {
     pub(crate) dashboard: Arc<crate::dashboard::stats::History>,
     /// When the server started (uptime on the dashboard).
     pub started: Instant,
+    /// Connections by app and client address (`max_connections_per_ip`).
+    pub ip_connections: Arc<crate::limits::IpConnections>,
+    /// Publish budgets by app (`publish_per_sec`).
+    pub publish_rates: Arc<crate::limits::PublishRates>,
+    /// The history store, read for its size at scrape time.
+    pub history: Option<Arc<crier_core::history::disk::DiskHistory>>,
     draining: Arc<AtomicBool>,
 }
 
 impl AppState {
     pub fn new(node: Arc<Node>, config: Arc<Config>, shutdown: CancellationToken) -> Self {
         Self {
+            publish_rates: Arc::new(crate::limits::PublishRates::new(node.apps())),
             node,
             config,
             shutdown,
@@ -40,6 +47,8 @@ impl AppState {
             fallback_sessions: Arc::default(),
             dashboard: Arc::default(),
             started: Instant::now(),
+            ip_connections: Arc::default(),
+            history: None,
             draining: Arc::new(AtomicBool::new(false)),
         }
     }

@@ -17,12 +17,20 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// and durable history. Every flag can also be set through the CRIER_* environment
 /// variable shown, or in the TOML file given with --config.
 #[derive(Parser)]
-#[command(name = "crier", version, about, long_about = None)]
+#[command(name = "crier", version, about, long_about = None, after_help = config_help())]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
     serve: Overrides,
+}
+
+/// Shown after `--help`: the config file, every key with its default.
+fn config_help() -> String {
+    format!(
+        "Config file (--config): every key, with its default; the README describes each.\n\n{}",
+        crier_server::config::defaults_toml()
+    )
 }
 
 #[derive(Subcommand)]

@@ -1,11 +1,9 @@
-//! `crier publish`: one signed `POST /apps/{id}/events`, over a plain HTTP/1.1
-//! connection (the server is local or behind a TLS-terminating proxy).
+//! `crier publish`: one signed `POST /apps/{id}/events` through reqwest, printing the
+//! server's answer, or its error message on failure.
 
 use anyhow::{bail, Context};
 use clap::Args;
 use crier_protocol::signature;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[derive(Args, Debug)]
@@ -22,10 +20,13 @@ pub(crate) struct PublishArgs {
     /// Server address.
     #[arg(long, env = "CRIER_URL", default_value = "http://127.0.0.1:6001")]
     url: String,
+    /// App id [apps.id].
     #[arg(long, env = "CRIER_APP_ID", default_value = "1")]
     app_id: String,
+    /// App key [apps.key].
     #[arg(long, env = "CRIER_APP_KEY", default_value = "app-key")]
     app_key: String,
+    /// App secret [apps.secret].
     #[arg(
         long,
         env = "CRIER_APP_SECRET",
@@ -35,12 +36,19 @@ pub(crate) struct PublishArgs {
     app_secret: String,
 }
 
+/// How long the whole exchange may take.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
 pub(crate) fn run(args: &PublishArgs) -> anyhow::Result<()> {
-    let host = args
-        .url
-        .strip_prefix("http://")
-        .context("--url must start with http://")?
-        .trim_end_matches('/');
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(publish(args))
+}
+
+async fn publish(args: &PublishArgs) -> anyhow::Result<()> {
+    let base = args.url.trim_end_matches('/');
     let body = serde_json::json!({
         "name": args.event,
         "channels": args.channel,
@@ -58,21 +66,27 @@ pub(crate) fn run(args: &PublishArgs) -> anyhow::Result<()> {
         body.as_bytes(),
         now,
     );
-    let mut stream =
-        TcpStream::connect(host).with_context(|| format!("cannot connect to {host}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(
-        stream,
-        "POST {path}?{query} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let status_line = response.lines().next().unwrap_or_default();
-    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
-    if !status_line.contains(" 200 ") {
-        bail!("server answered {status_line}: {body}");
+    let client = reqwest::Client::builder().timeout(TIMEOUT).build()?;
+    let response = client
+        .post(format!("{base}{path}?{query}"))
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .send()
+        .await
+        .with_context(|| format!("cannot publish to {base}"))?;
+    let status = response.status();
+    let text = response
+        .text()
+        .await
+        .with_context(|| format!("{base} answered {status} and then failed"))?;
+    if !status.is_success() {
+        // The API answers errors as {"error": "..."}; anything else is shown as it came.
+        let message = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v.get("error")?.as_str().map(str::to_owned))
+            .unwrap_or(text);
+        bail!("server answered {status}: {message}");
     }
-    println!("{body}");
+    println!("{text}");
     Ok(())
 }

@@ -42,6 +42,37 @@ fn help_documents_flags_and_env() {
     }
 }
 
+/// `--help` speaks of config keys, not of a document users do not have: it ends with
+/// the whole config file at its defaults, which must read back as a valid config.
+#[test]
+fn help_lists_every_config_key_with_its_default() {
+    let out = crier().arg("--help").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("SPEC"), "{text}");
+    let toml = text
+        .split_once("the README describes each.\n")
+        .expect("the config section")
+        .1;
+    for key in [
+        "[server]",
+        "handshake_timeout_secs = 10",
+        "[[apps]]",
+        "max_channels_per_connection = 100",
+        "client_events_per_sec = 10",
+        "[history]",
+        "[ingest.udp]",
+        "[ingest.redis_queue]",
+        "[broker]",
+    ] {
+        assert!(toml.contains(key), "--help lacks {key}:\n{text}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("defaults.toml");
+    std::fs::write(&path, toml).unwrap();
+    let config = crier_server::config::Config::from_file(&path).expect("the defaults parse");
+    config.validate().expect("the defaults are valid");
+}
+
 #[test]
 fn bad_config_names_the_key_and_exits_non_zero() {
     let dir = tempfile::tempdir().unwrap();
@@ -212,8 +243,76 @@ fn serves_prints_endpoints_publishes_and_stops_on_sigterm() {
         .output()
         .unwrap();
     assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("401"));
+    // The status and the server's own message, not a raw HTTP exchange.
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.starts_with("crier: error: server answered 401 Unauthorized: ")
+            && stderr.contains("signature"),
+        "{stderr}"
+    );
+    let unknown = crier()
+        .args(["publish", "--url", &server.url, "--app-id", "9"])
+        .args(["-c", "news", "-e", "e", "-d", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&unknown.stderr).trim(),
+        "crier: error: server answered 404 Not Found: unknown app \"9\""
+    );
     assert!(term(&mut server.child).success());
+    let down = crier()
+        .args([
+            "publish",
+            "--url",
+            &server.url,
+            "-c",
+            "news",
+            "-e",
+            "e",
+            "-d",
+            "x",
+        ])
+        .output()
+        .unwrap();
+    assert!(!down.status.success());
+    let stderr = String::from_utf8_lossy(&down.stderr);
+    assert!(
+        stderr.contains(&format!("cannot publish to {}", server.url)),
+        "{stderr}"
+    );
+}
+
+/// Without RUST_LOG: Crier's INFO lines, and nothing under WARN from the storage
+/// engine (fjall logs its files at INFO). RUST_LOG still overrides.
+#[test]
+fn default_log_filter_keeps_crier_info_and_hides_library_info() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(&[], dir.path());
+    assert!(term(&mut server.child).success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut server.child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("crier_core::history::disk"), "{stderr}");
+    assert!(stderr.contains("shutdown complete"), "{stderr}");
+    assert!(
+        !stderr.contains("fjall") && !stderr.contains("lsm_tree"),
+        "{stderr}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = crier()
+        .env("RUST_LOG", "fjall=info")
+        .args(["serve", "--listen", "127.0.0.1:0", "--udp-listen", ""])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let first = lines.next().expect("a log line").unwrap();
+    assert!(first.contains("fjall"), "{first}");
+    child.kill().unwrap();
+    child.wait().unwrap();
 }
 
 #[test]

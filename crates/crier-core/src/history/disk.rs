@@ -438,6 +438,14 @@ impl DiskHistory {
         (journal, shared.messages.disk_space())
     }
 
+    /// Messages the store holds, approximately: a message deleted by retention still
+    /// counts until the LSM tree compacts it away (zero while reopening).
+    pub fn approximate_messages(&self) -> u64 {
+        self.slot
+            .get()
+            .map_or(0, |shared| shared.messages.approximate_len() as u64)
+    }
+
     /// Asks the writer to drop expired messages now (tests; normally once a second).
     pub fn sweep(&self) {
         if let Some(tx) = &self.tx {

@@ -157,6 +157,8 @@ impl Session {
             .subscribe(&self.app.id, &channel, self.subscriber(), presence);
         let presence_frame = Box::pin(subscribing).await.map_err(|e| match e {
             SubscribeError::PresenceFull => {
+                metrics::counter!("crier_limit_hits_total", "limit" => "max_presence_members")
+                    .increment(1);
                 Refusal::new("LimitReached", "presence channel is full", 403)
             }
             SubscribeError::Broker(e) => Refusal::new("Unavailable", e.to_string(), 503),
@@ -201,6 +203,8 @@ impl Session {
         if joined < max {
             return Ok(());
         }
+        metrics::counter!("crier_limit_hits_total", "limit" => "max_channels_per_connection")
+            .increment(1);
         Err(Refusal {
             metric: "channel_limit",
             ..Refusal::new(

@@ -120,14 +120,17 @@ pub(super) async fn publish(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let signed = authenticate(&state, &app_id, &method, &uri, &body)?;
+    // After authentication: requests that are not the app's do not use its budget.
+    state.publish_rates.admit(&signed.app)?;
     let req: EventRequest = parse_json(&body)?;
     let attrs = parse_info(req.info.as_deref())?;
     let channels = channels_of(&req);
-    state
+    let published = state
         .node
         .publish(&signed.app, vec![req])
         .await
         .map_err(publish_error)?;
+    crate::metrics::published("http", &signed.app.id, published.len() as u64);
     let body = match channel_info(&state, &signed.app, &attrs, &channels).await {
         Some(info) => json!({ "channels": info }),
         None => json!({}),
@@ -143,6 +146,8 @@ pub(super) async fn publish_batch(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let signed = authenticate(&state, &app_id, &method, &uri, &body)?;
+    // After authentication: requests that are not the app's do not use its budget.
+    state.publish_rates.admit(&signed.app)?;
     let batch: BatchRequest = parse_json(&body)?;
     batch
         .check_size(&signed.app)
@@ -157,11 +162,12 @@ pub(super) async fn publish_batch(
             Ok((attrs, channels_of(r)))
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
-    state
+    let published = state
         .node
         .publish(&signed.app, batch.batch)
         .await
         .map_err(publish_error)?;
+    crate::metrics::published("http", &signed.app.id, published.len() as u64);
     if infos.iter().all(|(attrs, _)| attrs.is_empty()) {
         return Ok(Json(json!({})));
     }

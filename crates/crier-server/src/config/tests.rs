@@ -205,3 +205,27 @@ fn demo_pages_default_to_loopback_only() {
     let c = Config::from_toml("[demo]\nenabled = true\n").unwrap();
     assert!(c.demo.active("0.0.0.0:6001"));
 }
+
+#[test]
+fn the_limit_keys_parse_and_a_tiny_url_limit_is_refused() {
+    let c = Config::from_toml(
+        "[server]\nmax_url_bytes = 4096\nsubscribe_timeout_secs = 0\n\n[[apps]]\nid = \"a\"\nkey = \"k\"\nsecret = \"s\"\nmax_connections_per_ip = 3\nsubscriptions_per_sec = 4\npublish_per_sec = 5\n",
+    )
+    .unwrap();
+    c.validate().unwrap();
+    assert_eq!(c.server.max_url_bytes, 4096);
+    assert_eq!(c.server.subscribe_timeout_secs, 0);
+    let app = &c.apps[0];
+    assert_eq!(
+        (
+            app.max_connections_per_ip,
+            app.subscriptions_per_sec,
+            app.publish_per_sec
+        ),
+        (Some(3), Some(4), Some(5))
+    );
+    let mut tiny = c;
+    tiny.server.max_url_bytes = 100;
+    let e = tiny.validate().unwrap_err().to_string();
+    assert!(e.starts_with("server.max_url_bytes"), "{e}");
+}

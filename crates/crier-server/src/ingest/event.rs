@@ -30,6 +30,19 @@ pub enum Reject {
 }
 
 impl Reject {
+    pub const ALL: [Reject; 10] = [
+        Reject::InvalidJson,
+        Reject::MissingApp,
+        Reject::UnknownApp,
+        Reject::AppDisabled,
+        Reject::MissingSignature,
+        Reject::BadSignature,
+        Reject::Oversize,
+        Reject::InvalidChannel,
+        Reject::InvalidEvent,
+        Reject::DataTooLarge,
+    ];
+
     pub fn label(self) -> &'static str {
         match self {
             Reject::InvalidJson => "invalid_json",

@@ -132,7 +132,10 @@ async fn handle(
             let mut backoff = Duration::from_millis(50);
             loop {
                 match state.node.publish_messages(messages.clone()).await {
-                    Ok(_) => break,
+                    Ok(published) => {
+                        crate::metrics::published_each("redis_queue", &published);
+                        break;
+                    }
                     Err(e) => {
                         // Storage or broker trouble is transient: retry, never dead-letter.
                         tracing::error!(error = %e, "redis queue: publish failed; retrying");
@@ -145,8 +148,6 @@ async fn handle(
                 }
             }
             let _: i64 = conn.lrem(&q.processing, -1, &item).await?;
-            metrics::counter!("crier_ingest_accepted_total", "ingest" => "redis_queue")
-                .increment(1);
         }
     }
     Ok(true)

@@ -132,8 +132,7 @@ pub async fn run(socket: UdpSocket, state: AppState, require_signature: bool) {
             continue;
         }
         match state.node.publish_messages(batch).await {
-            Ok(_) => metrics::counter!("crier_ingest_accepted_total", "ingest" => "udp")
-                .increment(accepted),
+            Ok(published) => crate::metrics::published_each("udp", &published),
             Err(e) => {
                 // Nobody to tell over UDP; the history or broker failure is logged.
                 metrics::counter!("crier_ingest_dropped_total", "ingest" => "udp", "reason" => "publish_failed").increment(accepted);

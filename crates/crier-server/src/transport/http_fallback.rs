@@ -16,6 +16,7 @@
 //! on a WebSocket.
 
 use super::stream_request::{add_cors, cors_origin};
+use crate::metrics::{self as m, CloseReason, OpenConnection, Transport};
 use crate::state::AppState;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
@@ -83,6 +84,17 @@ struct HttpSession {
     /// (a poll the client gave up on) steps aside instead of taking frames.
     generation: AtomicU64,
     last_seen: Mutex<Instant>,
+    /// Counts the session open until it is dropped, with the first close's reason.
+    metric: Mutex<OpenConnection>,
+    /// Counts the session against its client address while it lives.
+    _per_ip: Option<crate::limits::IpSlot>,
+}
+
+/// Counts frames and bytes handed to a receiving request.
+fn count_sent(frames: usize, body: &Bytes) {
+    let hot = m::transport(Transport::Xhr);
+    hot.delivered.increment(frames as u64);
+    hot.bytes_sent.increment(body.len() as u64);
 }
 
 #[derive(Default)]
@@ -101,6 +113,7 @@ impl HttpSession {
     fn close(&self, reason: Disconnect) {
         let mut c = self.closing.lock();
         if c.is_none() {
+            self.metric.lock().closed_by(&reason);
             *c = Some(reason.clone());
         }
         drop(c);
@@ -264,12 +277,18 @@ pub async fn reap(
             keys.iter().filter_map(|k| map.remove(k)).collect()
         };
         for s in gone {
-            let reason = if s.stalled(&s.pending.lock()) {
+            let stalled = s.stalled(&s.pending.lock());
+            let abandoned = !stalled && s.closing.lock().is_none();
+            let reason = if stalled {
                 Disconnect::slow_consumer()
             } else {
                 Disconnect::new(ErrorCode::GenericReconnect, "session abandoned")
             };
             s.close(reason);
+            if abandoned {
+                // The client stopped coming back.
+                s.metric.lock().set_reason(CloseReason::Client);
+            }
             s.session.lock().await.close();
         }
     }
@@ -338,6 +357,7 @@ fn open_or_find(
     state: &AppState,
     app: Arc<App>,
     key: String,
+    client: Option<axum::Extension<crate::limits::ClientAddr>>,
 ) -> Result<(Arc<HttpSession>, Option<Bytes>), Disconnect> {
     // One lock from lookup to insert: the cap is exact under a burst of new sessions,
     // and two first requests for one session path cannot open two sessions.
@@ -359,12 +379,29 @@ fn open_or_find(
             "Over capacity: too many HTTP fallback sessions",
         ));
     }
+    let per_ip = match client {
+        Some(axum::Extension(crate::limits::ClientAddr(ip))) => {
+            state.ip_connections.try_acquire(&app, ip).map_err(|max| {
+                m::rejected(m::Rejection::WebSocket(ErrorCode::OverCapacity));
+                Disconnect::new(
+                    ErrorCode::OverCapacity,
+                    crate::limits::too_many_from_address(max),
+                )
+            })?
+        }
+        None => None,
+    };
     let (tx, rx) = outbox(state.node.settings().outbox_capacity);
     let (session, established) =
-        Session::open(state.node.clone(), app, tx.clone()).inspect_err(|_| {
+        Session::open(state.node.clone(), app, tx.clone()).inspect_err(|reason| {
             metrics::counter!("crier_client_errors_total", "kind" => "fallback_refused")
                 .increment(1);
+            m::rejected(m::Rejection::WebSocket(reason.code));
+            if reason.code == ErrorCode::OverConnectionQuota {
+                m::limit_hit(m::limits::MAX_CONNECTIONS);
+            }
         })?;
+    let metric = OpenConnection::new(Transport::Xhr, &session.app().id, CloseReason::Client);
     let s = Arc::new(HttpSession {
         session: tokio::sync::Mutex::new(session),
         outbox: tx,
@@ -375,10 +412,11 @@ fn open_or_find(
         pump_wake: Notify::new(),
         generation: AtomicU64::new(0),
         last_seen: Mutex::new(Instant::now()),
+        metric: Mutex::new(metric),
+        _per_ip: per_ip,
     });
     tokio::spawn(s.clone().pump(rx));
     sessions.insert(key, s.clone());
-    metrics::counter!("crier_http_fallback_sessions_total").increment(1);
     Ok((s, Some(established)))
 }
 
@@ -390,13 +428,14 @@ async fn streaming(
     State(state): State<AppState>,
     Path((key, server, session)): Path<(String, String, String)>,
     headers: HeaderMap,
+    client: Option<axum::Extension<crate::limits::ClientAddr>>,
 ) -> Response {
     let (app, origin) = match app_for(&state, &key, &headers) {
         Ok(a) => a,
         Err(r) => return *r,
     };
     let skey = session_key(&key, &server, &session);
-    let (s, first) = match open_or_find(&state, app, skey.clone()) {
+    let (s, first) = match open_or_find(&state, app, skey.clone(), client) {
         Ok(x) => x,
         Err(reason) => return respond(Body::from(close_line(&reason)), origin),
     };
@@ -431,7 +470,11 @@ async fn streaming(
                         Ok(Bytes::from_static(b"h\n")),
                         (None, s, state, skey, false),
                     )),
-                    Ok(batch) => Some((Ok(line("a", &batch)), (None, s, state, skey, false))),
+                    Ok(batch) => {
+                        let body = line("a", &batch);
+                        count_sent(batch.len(), &body);
+                        Some((Ok(body), (None, s, state, skey, false)))
+                    }
                     Err(reason) => {
                         forget(&state, &skey);
                         s.session.lock().await.close();
@@ -448,13 +491,14 @@ async fn polling(
     State(state): State<AppState>,
     Path((key, server, session)): Path<(String, String, String)>,
     headers: HeaderMap,
+    client: Option<axum::Extension<crate::limits::ClientAddr>>,
 ) -> Response {
     let (app, origin) = match app_for(&state, &key, &headers) {
         Ok(a) => a,
         Err(r) => return *r,
     };
     let skey = session_key(&key, &server, &session);
-    let (s, first) = match open_or_find(&state, app, skey.clone()) {
+    let (s, first) = match open_or_find(&state, app, skey.clone(), client) {
         Ok(x) => x,
         Err(reason) => return respond(Body::from(close_line(&reason)), origin),
     };
@@ -472,7 +516,11 @@ async fn polling(
     tracing::debug!(session = %skey, frames = next.as_ref().map(|b| b.len()).unwrap_or(0), "xhr poll answered");
     let body = match next {
         Ok(batch) if batch.is_empty() => Bytes::from_static(b"h\n"),
-        Ok(batch) => line("a", &batch),
+        Ok(batch) => {
+            let body = line("a", &batch);
+            count_sent(batch.len(), &body);
+            body
+        }
         Err(reason) => {
             forget(&state, &skey);
             s.session.lock().await.close();

@@ -4,6 +4,7 @@
 //! that each poll renews; when polls stop, the lease expires and the member leaves.
 
 use super::stream_request::{add_cors, admit, StreamQuery};
+use crate::metrics::{self as m, CloseReason, OpenConnection, Transport};
 use crate::state::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -140,6 +141,7 @@ pub(crate) async fn handle(
     Path(key): Path<String>,
     Query(query): Query<StreamQuery>,
     headers: HeaderMap,
+    client: Option<axum::Extension<crate::limits::ClientAddr>>,
 ) -> Response {
     let admitted = match admit(&state, &key, &query, &headers, query.cursor.as_deref()).await {
         Ok(a) => a,
@@ -159,6 +161,12 @@ pub(crate) async fn handle(
         },
     };
     let timeout = Duration::from_secs(timeout);
+    // Held until the answer: a held poll is a connection like a stream.
+    let _per_ip =
+        match super::stream_request::per_ip(&state, &admitted.app, client, admitted.cors.clone()) {
+            Ok(slot) => slot,
+            Err(e) => return e.into_response(),
+        };
     let (tx, mut rx) = outbox(state.node.settings().outbox_capacity);
     // The stream first: it checks the app's connection limit, so a refused poll has
     // not joined or renewed a presence membership.
@@ -175,6 +183,7 @@ pub(crate) async fn handle(
         Ok(o) => o,
         Err(e) => return super::stream_request::open_failed(&e, admitted.cors).into_response(),
     };
+    let mut metric = OpenConnection::new(Transport::Poll, &admitted.app.id, CloseReason::Completed);
     if let Some(member) = &admitted.member {
         let grace = Duration::from_secs(state.config.server.poll_presence_grace_secs);
         let until = Instant::now() + timeout + grace;
@@ -207,6 +216,8 @@ pub(crate) async fn handle(
             items.push(item.envelope());
         }
     }
+    let mut live = 0u64;
+    let mut oldest = None;
     if items.is_empty() {
         let expired = tokio::time::sleep_until(Instant::now() + timeout);
         tokio::pin!(expired);
@@ -217,22 +228,32 @@ pub(crate) async fn handle(
                 next = rx.next() => match next {
                     Next::Send(Outgoing::Message(m)) => {
                         if stream.accept(&m) {
+                            oldest = Some(m.accepted_at);
                             items.push(m.envelope());
                             break;
                         }
                     }
                     Next::Send(Outgoing::Frame(_)) => {}
-                    Next::Close(_) => break,
+                    Next::Close(reason) => {
+                        metric.closed_by(&reason);
+                        break;
+                    }
                 },
                 () = &mut expired => break,
-                () = &mut shutdown => break,
+                () = &mut shutdown => {
+                    metric.set_reason(CloseReason::Server);
+                    break;
+                }
             }
         }
+        live = items.len() as u64;
         while items.len() < PAGE {
             match rx.try_next() {
                 Some(Outgoing::Message(m)) => {
                     if stream.accept(&m) {
+                        oldest = oldest.or(Some(m.accepted_at));
                         items.push(m.envelope());
+                        live += 1;
                     }
                 }
                 Some(Outgoing::Frame(_)) => {}
@@ -240,6 +261,15 @@ pub(crate) async fn handle(
             }
         }
     }
-    metrics::counter!("crier_poll_requests_total").increment(1);
-    answer(&items, &stream.cursor(), admitted.cors)
+    let res = answer(&items, &stream.cursor(), admitted.cors);
+    let hot = m::transport(Transport::Poll);
+    hot.delivered.increment(live);
+    // The body is one chunk: its size is known here.
+    let bytes = axum::body::HttpBody::size_hint(res.body()).exact();
+    hot.bytes_sent.increment(bytes.unwrap_or(0));
+    if let Some(accepted_at) = oldest {
+        hot.delivered_after(accepted_at);
+    }
+    drop(metric);
+    res
 }

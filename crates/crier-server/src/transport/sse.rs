@@ -4,6 +4,7 @@
 //! stopped (it sends `Last-Event-ID`).
 
 use super::stream_request::{add_cors, admit, StreamQuery};
+use crate::metrics::{self as m, CloseReason, OpenConnection, Transport};
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -33,6 +34,7 @@ pub(crate) async fn handle(
     Path(key): Path<String>,
     Query(query): Query<StreamQuery>,
     headers: HeaderMap,
+    client: Option<axum::Extension<crate::limits::ClientAddr>>,
 ) -> Response {
     let last_id = headers
         .get("last-event-id")
@@ -43,6 +45,11 @@ pub(crate) async fn handle(
         Ok(a) => a,
         Err(e) => return e.into_response(),
     };
+    let per_ip =
+        match super::stream_request::per_ip(&state, &admitted.app, client, admitted.cors.clone()) {
+            Ok(slot) => slot,
+            Err(e) => return e.into_response(),
+        };
     let (tx, rx) = outbox(state.node.settings().outbox_capacity);
     let opened = Stream::open(
         state.node.clone(),
@@ -58,8 +65,10 @@ pub(crate) async fn handle(
         Err(e) => return super::stream_request::open_failed(&e, admitted.cors).into_response(),
     };
     let first = Bytes::from(format!("retry: {RETRY_MS}\n\n"));
-    metrics::gauge!("crier_sse_streams").increment(1.0);
     let body = SseBody {
+        _per_ip: per_ip,
+        metric: OpenConnection::new(Transport::Sse, &admitted.app.id, CloseReason::Client),
+        chunk: Chunk::default(),
         stream,
         rx,
         shutdown: state.shutdown.clone(),
@@ -84,6 +93,13 @@ pub(crate) async fn handle(
 }
 
 struct SseBody {
+    /// Counts the stream against its client address while it lives.
+    _per_ip: Option<crate::limits::IpSlot>,
+    /// Counts the stream open until the body is dropped (the client went away, unless
+    /// the reason says otherwise).
+    metric: OpenConnection,
+    /// What the chunk being built carries, for the metrics.
+    chunk: Chunk,
     stream: Stream,
     rx: OutboxReceiver,
     shutdown: CancellationToken,
@@ -93,10 +109,11 @@ struct SseBody {
     heartbeat: Duration,
 }
 
-impl Drop for SseBody {
-    fn drop(&mut self) {
-        metrics::gauge!("crier_sse_streams").decrement(1.0);
-    }
+/// Live messages in the chunk being built.
+#[derive(Default)]
+struct Chunk {
+    messages: u64,
+    oldest: Option<std::time::Instant>,
 }
 
 impl SseBody {
@@ -104,6 +121,8 @@ impl SseBody {
         // Presence and client-event frames are Pusher-protocol only.
         if let Outgoing::Message(m) = item {
             if self.stream.accept(&m) {
+                self.chunk.messages += 1;
+                self.chunk.oldest = self.chunk.oldest.or(Some(m.accepted_at));
                 push_event(
                     buf,
                     &self.stream.cursor(),
@@ -113,9 +132,21 @@ impl SseBody {
         }
     }
 
+    /// Hands a chunk to the HTTP layer, counting it.
+    fn emit(mut self, buf: BytesMut) -> Option<(Result<Bytes, std::io::Error>, Self)> {
+        let hot = m::transport(Transport::Sse);
+        hot.bytes_sent.increment(buf.len() as u64);
+        let chunk = std::mem::take(&mut self.chunk);
+        hot.delivered.increment(chunk.messages);
+        if let Some(accepted_at) = chunk.oldest {
+            hot.delivered_after(accepted_at);
+        }
+        Some((Ok(buf.freeze()), self))
+    }
+
     async fn next_chunk(mut self) -> Option<(Result<Bytes, std::io::Error>, Self)> {
         if let Some(first) = self.pending.take() {
-            return Some((Ok(first), self));
+            return self.emit(BytesMut::from(first));
         }
         loop {
             let mut buf = BytesMut::new();
@@ -144,7 +175,7 @@ impl SseBody {
                     }
                 }
                 if !buf.is_empty() {
-                    return Some((Ok(buf.freeze()), self));
+                    return self.emit(buf);
                 }
                 continue;
             }
@@ -162,16 +193,23 @@ impl SseBody {
                     // does not read until the write deadline (and count the client a
                     // second time there). The browser resumes from its cursor either way.
                     Next::Close(reason) if reason == Disconnect::slow_consumer() => {
+                        self.metric.set_reason(CloseReason::SlowConsumer);
                         let e = std::io::Error::other("slow consumer");
                         return Some((Err(e), self));
                     }
-                    Next::Close(_) => return None,
+                    Next::Close(reason) => {
+                        self.metric.closed_by(&reason);
+                        return None;
+                    }
                 },
                 () = tokio::time::sleep(self.heartbeat) => buf.put_slice(b": heartbeat\n\n"),
-                () = self.shutdown.cancelled() => return None,
+                () = self.shutdown.cancelled() => {
+                    self.metric.set_reason(CloseReason::Server);
+                    return None;
+                }
             }
             if !buf.is_empty() {
-                return Some((Ok(buf.freeze()), self));
+                return self.emit(buf);
             }
         }
     }

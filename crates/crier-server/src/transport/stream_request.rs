@@ -42,8 +42,7 @@ impl StreamError {
 
 impl IntoResponse for StreamError {
     fn into_response(self) -> Response {
-        metrics::counter!("crier_stream_errors_total", "status" => self.status.as_u16().to_string())
-            .increment(1);
+        crate::metrics::rejected(crate::metrics::Rejection::Http(self.status.as_u16()));
         let mut res = (
             self.status,
             Json(serde_json::json!({ "error": self.message })),
@@ -275,6 +274,29 @@ pub(crate) async fn admit(
     })
 }
 
+/// Counts a stream or held poll against its client address, or refuses it with 429
+/// when the address is at the app's `max_connections_per_ip`.
+pub(crate) fn per_ip(
+    state: &AppState,
+    app: &App,
+    client: Option<axum::Extension<crate::limits::ClientAddr>>,
+    origin: Option<HeaderValue>,
+) -> Result<Option<crate::limits::IpSlot>, StreamError> {
+    let Some(axum::Extension(crate::limits::ClientAddr(ip))) = client else {
+        return Ok(None);
+    };
+    state
+        .ip_connections
+        .try_acquire(app, ip)
+        .map_err(|max| StreamError {
+            origin,
+            ..StreamError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                crate::limits::too_many_from_address(max),
+            )
+        })
+}
+
 /// Answers a CORS preflight for the SSE and long-poll endpoints.
 pub(crate) async fn preflight(
     axum::extract::State(state): axum::extract::State<AppState>,
@@ -316,8 +338,14 @@ pub(crate) fn open_failed(
 ) -> StreamError {
     use crier_core::stream::StreamError as E;
     let status = match e {
-        E::PresenceFull(_) => StatusCode::FORBIDDEN,
-        E::OverQuota => StatusCode::TOO_MANY_REQUESTS,
+        E::PresenceFull(_) => {
+            crate::metrics::limit_hit(crate::metrics::limits::MAX_PRESENCE_MEMBERS);
+            StatusCode::FORBIDDEN
+        }
+        E::OverQuota => {
+            crate::metrics::limit_hit(crate::metrics::limits::MAX_CONNECTIONS);
+            StatusCode::TOO_MANY_REQUESTS
+        }
         E::History(_) | E::Broker(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
     StreamError {

@@ -8,12 +8,15 @@
 
 pub mod wire;
 
+use crate::limits::{too_many_from_address, ClientAddr, IpSlot};
+use crate::metrics::{self as m, CloseReason, Rejection, Transport};
 use crate::state::AppState;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
+use axum::Extension;
 use bytes::Bytes;
-use crier_core::outbox::{outbox, Disconnect, Next};
+use crier_core::outbox::{outbox, Disconnect, Next, OutboxReceiver, Outgoing};
 use crier_core::session::{Delivery, Session};
 use crier_core::App;
 use crier_protocol::{frames, ErrorCode};
@@ -39,11 +42,41 @@ pub(crate) async fn upgrade(
     Path(key): Path<String>,
     Query(query): Query<ConnectQuery>,
     State(state): State<AppState>,
+    client: Option<Extension<ClientAddr>>,
 ) -> Response {
+    // Decided here, before the task exists, so that the task carries the answer (two
+    // pointers) instead of the key, the protocol and the address: the task's every byte
+    // is paid per connection for its whole life, in 128-byte steps. A refused client
+    // still gets the upgrade, then the Pusher code (that is what pusher-js acts on).
+    let admitted = admission(&state, &key, query.protocol.as_deref())
+        .and_then(|app| {
+            let per_ip = match client {
+                Some(Extension(ClientAddr(ip))) => state
+                    .ip_connections
+                    .try_acquire(&app, ip)
+                    .map_err(|max| {
+                        Disconnect::new(ErrorCode::OverCapacity, too_many_from_address(max))
+                    })?
+                    .map(Box::new),
+                None => None,
+            };
+            Ok(Admitted {
+                app,
+                _per_ip: per_ip,
+            })
+        })
+        .map_err(Box::new);
     wire::configure(ws, state.config.server.max_frame_bytes).on_upgrade(move |socket| {
         let tasks = state.tasks.clone();
-        tasks.track_future(connection(socket, state, key, query.protocol))
+        tasks.track_future(connection(socket, state, admitted))
     })
+}
+
+/// A connection allowed to start.
+struct Admitted {
+    app: Arc<App>,
+    /// Counts the connection against its client address while it lives.
+    _per_ip: Option<Box<IpSlot>>,
 }
 
 /// Why the connection may not start, checked before a session exists.
@@ -168,21 +201,24 @@ fn bounded(
 fn connection(
     mut socket: WebSocket,
     state: AppState,
-    key: String,
-    protocol: Option<String>,
+    admitted: Result<Admitted, Box<Disconnect>>,
 ) -> impl std::future::Future<Output = ()> + Send {
     async move {
-        let write_timeout = state.node.settings().write_timeout;
-        let app = match admission(&state, &key, protocol.as_deref()) {
-            Ok(app) => app,
-            Err(reason) => return Box::pin(close(&mut socket, &reason, write_timeout)).await,
+        // Timings are read from the settings where they are used rather than copied
+        // into locals: each local would sit in every connection's task.
+        let write_timeout = || state.node.settings().write_timeout;
+        // Borrowed, not moved out: `admitted` holds the address slot for the
+        // connection's life, and moving it would keep a second copy in the task.
+        let app = match &admitted {
+            Ok(admitted) => admitted.app.clone(),
+            Err(reason) => return Box::pin(refuse(&mut socket, reason, write_timeout())).await,
         };
-        let settings = state.node.settings();
-        let (tx, mut rx) = outbox(settings.outbox_capacity);
+        let (tx, mut rx) = outbox(state.node.settings().outbox_capacity);
         let (mut session, established) = match Session::open(state.node.clone(), app, tx) {
             Ok(opened) => opened,
-            Err(reason) => return Box::pin(close(&mut socket, &reason, write_timeout)).await,
+            Err(reason) => return Box::pin(refuse(&mut socket, &reason, write_timeout())).await,
         };
+        m::connection_opened(Transport::Ws, &session.app().id);
         // The last stage of the handshake: a client that cannot take even this frame
         // is gone or hostile, and must not hold the connection until the first ping.
         let handshake = Duration::from_secs(state.config.server.handshake_timeout_secs);
@@ -192,9 +228,13 @@ fn connection(
         {
             return;
         }
-        let activity = settings.activity_timeout;
-        let pong_wait = settings.pong_timeout;
-        let mut deadline = Instant::now() + activity;
+        // A connection must hold a subscription (or a sign-in) by then, or it is
+        // closed: an open socket that listens to nothing only costs the server.
+        let mut subscribe_by = match state.config.server.subscribe_timeout_secs {
+            0 => None,
+            secs => Some(Instant::now() + Duration::from_secs(secs)),
+        };
+        let mut deadline = next_check(state.node.settings().activity_timeout, subscribe_by);
         let mut awaiting_pong = false;
         let end = loop {
             // The select only says what woke us; the work happens after it, once its
@@ -222,8 +262,13 @@ fn connection(
                         },
                         None => break End::Gone,
                     };
-                    deadline = Instant::now() + activity;
+                    deadline = next_check(state.node.settings().activity_timeout, subscribe_by);
                     awaiting_pong = false;
+                    if let Message::Text(t) = &message {
+                        m::transport(Transport::Ws)
+                            .bytes_received
+                            .increment(t.len() as u64);
+                    }
                     let replies = match message {
                         // Boxed: the handling future (subscribe, history reads) is large
                         // and only lives while a frame is processed.
@@ -242,14 +287,14 @@ fn connection(
                         continue;
                     }
                     if let Err(end) =
-                        Box::pin(bounded(write_timeout, write_all(&mut socket, replies))).await
+                        Box::pin(bounded(write_timeout(), write_all(&mut socket, replies))).await
                     {
                         break end;
                     }
                 }
                 Wake::Outbox(Next::Send(item)) => {
                     let write = write_batch(&mut socket, &mut session, &mut rx, item);
-                    if let Err(end) = bounded(write_timeout, write).await {
+                    if let Err(end) = bounded(write_timeout(), write).await {
                         break end;
                     }
                 }
@@ -258,12 +303,31 @@ fn connection(
                     // One page read, written, and dropped before the next is read.
                     let page = Box::pin(session.replay_page()).await;
                     if let Err(end) =
-                        Box::pin(bounded(write_timeout, write_all(&mut socket, page))).await
+                        Box::pin(bounded(write_timeout(), write_all(&mut socket, page))).await
                     {
                         break end;
                     }
                 }
                 Wake::Silence => {
+                    // While a pong is awaited the deadline is the pong's, so a wake-up
+                    // then is about the pong even if the subscribe deadline passed too.
+                    if subscribe_by.is_some_and(|by| Instant::now() >= by) {
+                        if !session.subscribed() {
+                            m::limit_hit(m::limits::SUBSCRIBE_TIMEOUT);
+                            break End::Close(Disconnect::new(
+                                ErrorCode::ClosedAfterInactivity,
+                                format!(
+                                    "No subscription within {} s (server.subscribe_timeout_secs)",
+                                    state.config.server.subscribe_timeout_secs
+                                ),
+                            ));
+                        }
+                        subscribe_by = None;
+                        if !awaiting_pong {
+                            deadline = Instant::now() + state.node.settings().activity_timeout;
+                            continue;
+                        }
+                    }
                     if awaiting_pong {
                         break End::Close(Disconnect::new(
                             ErrorCode::PongNotReceived,
@@ -271,9 +335,9 @@ fn connection(
                         ));
                     }
                     awaiting_pong = true;
-                    deadline = Instant::now() + pong_wait;
+                    deadline = Instant::now() + state.node.settings().pong_timeout;
                     let ping = socket.send(text(Bytes::from(frames::ping())));
-                    if let Err(end) = Box::pin(bounded(write_timeout, ping)).await {
+                    if let Err(end) = Box::pin(bounded(write_timeout(), ping)).await {
                         break end;
                     }
                 }
@@ -286,28 +350,46 @@ fn connection(
             }
         };
         session.close();
+        m::connection_closed(Transport::Ws, &session.app().id, close_reason(&end));
         // One boxed future that takes `end` by value: matching here, with an await per
         // arm, would keep `end` in every connection's task for its whole life (the
         // task's allocation grows in 128-byte steps).
-        Box::pin(finish(&mut socket, end, write_timeout)).await;
+        Box::pin(finish(&mut socket, end, write_timeout())).await;
+    }
+}
+
+/// When the loop must next look at the clock: the ping after `activity` of silence, or
+/// the subscribe deadline if that comes first.
+fn next_check(activity: Duration, subscribe_by: Option<Instant>) -> Instant {
+    let ping = Instant::now() + activity;
+    subscribe_by.map_or(ping, |by| by.min(ping))
+}
+
+/// Refuses a connection before its session starts: counted, then closed with the code.
+async fn refuse(socket: &mut WebSocket, reason: &Disconnect, write_timeout: Duration) {
+    m::rejected(Rejection::WebSocket(reason.code));
+    if reason.code == ErrorCode::OverConnectionQuota {
+        m::limit_hit(m::limits::MAX_CONNECTIONS);
+    }
+    close(socket, reason, write_timeout).await;
+}
+
+fn close_reason(end: &End) -> CloseReason {
+    match end {
+        End::Close(reason) => CloseReason::of(reason),
+        End::Gone | End::ClosedByClient => CloseReason::Client,
+        End::Failed(_) => CloseReason::ProtocolError,
+        End::Stalled => CloseReason::SlowConsumer,
     }
 }
 
 /// Tells the client how the connection ended, as far as anything can still reach it.
 async fn finish(socket: &mut WebSocket, end: End, write_timeout: Duration) {
     match end {
-        End::Close(reason) => {
-            metrics::counter!("crier_disconnects_total", "code" => reason.code.code().to_string())
-                .increment(1);
-            close(socket, &reason, write_timeout).await;
-        }
-        End::Failed(frame) => {
-            metrics::counter!("crier_disconnects_total", "code" => frame.code.to_string())
-                .increment(1);
-            wire::fail(socket, frame, write_timeout).await;
-        }
+        End::Close(reason) => close(socket, &reason, write_timeout).await,
+        End::Failed(frame) => wire::fail(socket, frame, write_timeout).await,
         End::Stalled => {
-            metrics::counter!("crier_slow_consumer_disconnects_total").increment(1);
+            metrics::counter!(m::names::SLOW_CONSUMERS).increment(1);
         }
         End::ClosedByClient => wire::finish_client_close(socket, write_timeout).await,
         End::Gone => {}
@@ -315,30 +397,70 @@ async fn finish(socket: &mut WebSocket, end: End, write_timeout: Duration) {
 }
 
 /// Writes `first` and whatever else is queued (up to a batch), then flushes once.
+/// Counted once per batch: frames, bytes, and the latency of its oldest message (taken
+/// as its frame is handed to the socket, just before the batch's flush).
 async fn write_batch(
     socket: &mut WebSocket,
     session: &mut Session,
-    rx: &mut crier_core::outbox::OutboxReceiver,
-    first: crier_core::outbox::Outgoing,
+    rx: &mut OutboxReceiver,
+    first: Outgoing,
 ) -> Result<(), axum::Error> {
-    if let Delivery::Send(frame) = session.outgoing(first) {
+    let mut written = Written::default();
+    if let Some(frame) = written.filter(session, first) {
         socket.feed(text(frame)).await?;
     }
     for _ in 1..MAX_BATCH {
         let Some(item) = rx.try_next() else { break };
-        if let Delivery::Send(frame) = session.outgoing(item) {
+        if let Some(frame) = written.filter(session, item) {
             socket.feed(text(frame)).await?;
         }
     }
-    socket.flush().await
+    socket.flush().await?;
+    let hot = m::transport(Transport::Ws);
+    hot.delivered.increment(u64::from(written.frames));
+    hot.bytes_sent.increment(u64::from(written.bytes));
+    Ok(())
+}
+
+/// What one batch wrote, for the metrics. Small: it sits in every connection's task
+/// (a batch is at most `MAX_BATCH` frames of at most `max_event_size` plus framing).
+#[derive(Default)]
+struct Written {
+    frames: u32,
+    bytes: u32,
+    /// The batch's latency sample is taken (from its first published message).
+    sampled: bool,
+}
+
+impl Written {
+    fn filter(&mut self, session: &mut Session, item: Outgoing) -> Option<Bytes> {
+        let accepted_at = match &item {
+            Outgoing::Message(message) if !self.sampled => Some(message.accepted_at),
+            _ => None,
+        };
+        let Delivery::Send(frame) = session.outgoing(item) else {
+            return None;
+        };
+        self.frames += 1;
+        self.bytes = self.bytes.saturating_add(frame.len() as u32);
+        if let Some(accepted_at) = accepted_at {
+            self.sampled = true;
+            m::transport(Transport::Ws).delivered_after(accepted_at);
+        }
+        Some(frame)
+    }
 }
 
 async fn write_all(socket: &mut WebSocket, frames: Vec<Bytes>) -> Result<(), axum::Error> {
     if frames.is_empty() {
         return Ok(());
     }
+    let mut bytes = 0;
     for frame in frames {
+        bytes += frame.len() as u64;
         socket.feed(text(frame)).await?;
     }
-    socket.flush().await
+    socket.flush().await?;
+    m::transport(Transport::Ws).bytes_sent.increment(bytes);
+    Ok(())
 }

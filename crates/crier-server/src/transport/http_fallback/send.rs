@@ -57,6 +57,9 @@ pub(super) async fn send(
             return refuse_send(&s, e.status(), e.message(key), origin).await;
         }
     };
+    crate::metrics::transport(crate::metrics::Transport::Xhr)
+        .bytes_received
+        .increment(body.len() as u64);
     let Ok(frames) = serde_json::from_slice::<Vec<String>>(&body) else {
         return (
             StatusCode::BAD_REQUEST,
