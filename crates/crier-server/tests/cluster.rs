@@ -602,8 +602,8 @@ async fn client_events_cache_channels_users_and_ingest_cross_nodes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_share_one_redis_queue_and_recover_only_their_own_leftovers() {
-    use crier_server::config::RedisQueueConfig;
     use ::redis::Commands;
+    use crier_server::config::RedisQueueConfig;
     let redis = RedisServer::start();
     let queue = "orders:queue";
     let item = |data: &str| {
