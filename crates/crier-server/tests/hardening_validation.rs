@@ -139,18 +139,13 @@ async fn ready(server: &TestServer) -> (u16, Value) {
     get_json(&format!("http://{}/ready", server.addr)).await
 }
 
-async fn metrics(server: &TestServer) -> String {
+async fn metrics_text(server: &TestServer) -> String {
     reqwest::get(format!("http://{}/metrics", server.addr))
         .await
         .unwrap()
         .text()
         .await
         .unwrap()
-}
-
-fn metric_value(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
 #[tokio::test]
@@ -161,6 +156,9 @@ async fn a_failing_history_disk_is_reported_and_recovered_from() {
     client.subscribe("st").await;
     let api = server.api();
     assert_eq!(ready(&server).await, (200, json!({"status": "ready"})));
+    // The recorder is the process's: the failure counter is checked by its increase.
+    const FAILURES: &str = "crier_history_write_failures_total";
+    let failures_before = metrics::value(&server, FAILURES, "").await;
 
     assert_eq!(api.trigger("st", "e", "before").await.0, 200);
     let (data, before_id) = next_message(&mut client).await;
@@ -179,11 +177,8 @@ async fn a_failing_history_disk_is_reported_and_recovered_from() {
     assert_eq!(body["component"], "history");
     let error = body["error"].as_str().unwrap();
     assert!(error.contains("history store"), "{error}");
-    let text = metrics(&server).await;
-    assert!(
-        metric_value(&text, "crier_history_write_failures_total").unwrap_or(0.0) >= 1.0,
-        "{text}"
-    );
+    metrics::wait_increase(&server, FAILURES, "", failures_before, 1.0).await;
+    let text = metrics_text(&server).await;
     assert!(text.contains("crier_history_healthy"), "{text}");
 
     faults.fail_writes(false);

@@ -27,29 +27,10 @@ async fn udp_server(require_signature: bool) -> (TestServer, SocketAddr) {
     (server, addr)
 }
 
-async fn metric(server: &TestServer, name: &str, label: &str) -> u64 {
-    let text = reqwest::get(format!("http://{}/metrics", server.addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(name) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .map(|v| v as u64)
-        .sum()
-}
+const DROPPED: &str = "crier_ingest_dropped_total";
 
-async fn wait_metric(server: &TestServer, name: &str, label: &str, want: u64) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while metric(server, name, label).await < want {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{name}{{{label}}} never reached {want}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+fn reason(r: &str) -> String {
+    format!("reason=\"{r}\"")
 }
 
 #[tokio::test]
@@ -123,17 +104,17 @@ async fn datagrams_are_published_and_bad_ones_dropped_and_counted() {
         ),
         (vec![b'{'; 40_000], "oversize"),
     ];
+    // Counters are the process's (support/metrics.rs): each reason is checked by its
+    // increase over this test's own starting value.
+    let mut before = Vec::new();
+    for (_, r) in &bad {
+        before.push(metrics::value(&server, DROPPED, &reason(r)).await);
+    }
     for (datagram, _) in &bad {
         send(datagram.clone()).await;
     }
-    for (_, reason) in &bad {
-        wait_metric(
-            &server,
-            "crier_ingest_dropped_total",
-            &format!("reason=\"{reason}\""),
-            1,
-        )
-        .await;
+    for ((_, r), before) in bad.iter().zip(before) {
+        metrics::wait_increase(&server, DROPPED, &reason(r), before, 1.0).await;
     }
     // The listener keeps working, and nothing bad was published.
     let body = json!({"app_id": "1", "name": "e", "channel": "udp", "data": "after"}).to_string();
@@ -148,16 +129,12 @@ async fn signatures_can_be_required() {
     let mut c = server.connect().await;
     c.subscribe("signed").await;
     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let missing = reason("missing_signature");
+    let before = metrics::value(&server, DROPPED, &missing).await;
     let body =
         json!({"app_id": "1", "name": "e", "channel": "signed", "data": "unsigned"}).to_string();
     sock.send_to(body.as_bytes(), addr).await.unwrap();
-    wait_metric(
-        &server,
-        "crier_ingest_dropped_total",
-        "reason=\"missing_signature\"",
-        1,
-    )
-    .await;
+    metrics::wait_increase(&server, DROPPED, &missing, before, 1.0).await;
     let body =
         json!({"app_id": "1", "name": "e", "channel": "signed", "data": "signed"}).to_string();
     let sig = crier_protocol::signature::sign(SECRET, &body);

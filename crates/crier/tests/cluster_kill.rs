@@ -12,30 +12,19 @@ use crier_protocol::signature;
 use crier_testkit::RedisServer;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
+mod support;
+
+use support::{crier, Crier};
+
 const WAIT: Duration = Duration::from_secs(30);
 
-/// A crier process; killed and reaped on drop, whatever the test did.
-struct Node {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(dir: &Path, redis: &str, prefix: &str, webhook: &str) -> Node {
+fn start(dir: &Path, redis: &str, prefix: &str, webhook: &str) -> Crier {
     let config = dir.join("crier.toml");
     std::fs::write(
         &config,
@@ -64,28 +53,11 @@ webhooks = [{{ url = "{webhook}", events = ["member_added", "member_removed"] }}
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_crier"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(rest) = line.strip_prefix("crier listening on http://") {
-                let _ = tx.send(rest.trim().to_owned());
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(WAIT)
-        .expect("the node printed its address in time");
-    Node { child, addr }
+    Crier::spawn({
+        let mut cmd = crier();
+        cmd.args(["serve", "--config"]).arg(&config);
+        cmd
+    })
 }
 
 type Ws =
@@ -117,7 +89,7 @@ async fn recv_event(ws: &mut Ws, event: &str) -> Value {
 }
 
 /// Connects to `node` and joins `channel` as `user`.
-async fn join(node: &Node, channel: &str, user: &str) -> Ws {
+async fn join(node: &Crier, channel: &str, user: &str) -> Ws {
     let url = format!(
         "ws://{}/app/app-key?protocol=7&client=js&version=8.4.0",
         node.addr
@@ -168,8 +140,7 @@ async fn the_members_of_a_killed_node_are_removed_once_within_the_node_timeout()
         json!({"user_id": "goes", "user_info": {}}).to_string()
     );
 
-    a.child.kill().unwrap();
-    a.child.wait().unwrap();
+    a.kill9();
     let killed = Instant::now();
     let removed = recv_event(&mut stays, "pusher_internal:member_removed").await;
     let took = killed.elapsed();

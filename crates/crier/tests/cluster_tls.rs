@@ -7,20 +7,13 @@
 use crier_protocol::signature;
 use crier_testkit::{free_port, RedisServer};
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+mod support;
+
+use support::{crier, Crier};
+
 const WAIT: Duration = Duration::from_secs(20);
-
-struct Node(Child);
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn pem_files(dir: &std::path::Path) {
     let ca_key = rcgen::KeyPair::generate().unwrap();
@@ -100,29 +93,12 @@ async fn the_redis_broker_speaks_tls_with_a_password() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_crier"))
-        .args(["serve", "--config"])
+    let mut cmd = crier();
+    cmd.args(["serve", "--config"])
         .arg(&config)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("SSL_CERT_FILE", &ca)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let node = Node(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(rest) = line.strip_prefix("crier listening on http://") {
-                let _ = tx.send(rest.trim().to_owned());
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(WAIT)
-        .expect("the node started over TLS to Redis");
+        .env("SSL_CERT_FILE", &ca);
+    let node = Crier::spawn(cmd);
+    let addr = node.addr.clone();
     let http = reqwest::Client::builder().timeout(WAIT).build().unwrap();
     let ready: Value = http
         .get(format!("http://{addr}/ready"))

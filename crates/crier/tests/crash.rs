@@ -6,60 +6,19 @@
 
 use crier_protocol::signature;
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-type Log = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+mod support;
 
-/// Pushed to a [`Log`] once the process's stderr has ended: everything it logged is in.
-const STDERR_CLOSED: &str = "<stderr closed>";
+use support::Crier;
 
 const TORN_TAIL: &str = "torn or corrupt tail";
 
-fn start(dir: &Path, fsync: &str) -> (Child, String) {
-    let (child, addr, _) = start_logged(dir, fsync);
-    (child, addr)
-}
-
-fn start_logged(dir: &Path, fsync: &str) -> (Child, String, Log) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_crier"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--udp-listen",
-            "",
-            "--fsync",
-            fsync,
-        ])
-        .arg("--data-dir")
-        .arg(dir)
-        .env_remove("CRIER_CONFIG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let log: Log = Default::default();
-    let err_lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in err_lines.map_while(Result::ok) {
-            sink.lock().unwrap().push(line);
-        }
-        sink.lock().unwrap().push(STDERR_CLOSED.into());
-    });
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("server printed its address").unwrap();
-        if let Some(rest) = line.strip_prefix("crier listening on http://") {
-            break rest.trim().to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    (child, addr, log)
+fn start(dir: &Path, fsync: &str) -> Crier {
+    Crier::serve(dir, &["--fsync", fsync])
 }
 
 fn now() -> i64 {
@@ -136,22 +95,19 @@ fn split(id: &str) -> (String, u64) {
     (e.to_owned(), o.parse().unwrap())
 }
 
-fn kill9(child: &mut Child) {
-    child.kill().unwrap();
-    child.wait().unwrap();
-}
-
 fn crash_and_check(fsync: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, addr) = start(dir.path(), fsync);
+    let mut child = start(dir.path(), fsync);
+    let addr = child.addr.clone();
     for i in 0..300 {
         publish(&addr, i);
     }
     let before = history(&addr);
     assert_eq!(before.len(), 300);
-    kill9(&mut child);
+    child.kill9();
 
-    let (mut child, addr) = start(dir.path(), fsync);
+    let mut child = start(dir.path(), fsync);
+    let addr = child.addr.clone();
     let after = history(&addr);
     assert_eq!(
         after, before,
@@ -162,7 +118,7 @@ fn crash_and_check(fsync: &str) {
     let (epoch, offset) = split(&last.0);
     assert_eq!(epoch, split(&before[0].0).0, "epoch changed");
     assert_eq!(offset, 301);
-    kill9(&mut child);
+    child.kill9();
 }
 
 /// A publish that reports failure instead of panicking: the server may be gone.
@@ -197,7 +153,8 @@ fn crash_mid_publish_and_check(fsync: &str) {
     const PUBLISHERS: usize = 4;
     const ACKED_BEFORE_KILL: usize = 400;
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, addr) = start(dir.path(), fsync);
+    let mut child = start(dir.path(), fsync);
+    let addr = child.addr.clone();
     let (acks, acked) = std::sync::mpsc::channel::<String>();
     let publishers: Vec<_> = (0..PUBLISHERS)
         .map(|p| {
@@ -215,7 +172,7 @@ fn crash_mid_publish_and_check(fsync: &str) {
         .collect();
     drop(acks);
     let mut acknowledged: Vec<String> = acked.iter().take(ACKED_BEFORE_KILL).collect();
-    kill9(&mut child);
+    child.kill9();
     for p in publishers {
         p.join().unwrap();
     }
@@ -225,7 +182,8 @@ fn crash_mid_publish_and_check(fsync: &str) {
         "publishing failed early"
     );
 
-    let (mut child, addr) = start(dir.path(), fsync);
+    let mut child = start(dir.path(), fsync);
+    let addr = child.addr.clone();
     let stored: Vec<String> = history(&addr).into_iter().map(|(_, d)| d).collect();
     for data in &acknowledged {
         assert!(
@@ -245,7 +203,7 @@ fn crash_mid_publish_and_check(fsync: &str) {
             "publisher {p} out of order or with holes: {seq:?}"
         );
     }
-    kill9(&mut child);
+    child.kill9();
 }
 
 #[test]
@@ -291,11 +249,12 @@ fn newest_file(dir: &Path) -> Option<PathBuf> {
 #[test]
 fn a_truncated_tail_is_cut_off_and_the_server_starts() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, addr) = start(dir.path(), "grouped");
+    let mut child = start(dir.path(), "grouped");
+    let addr = child.addr.clone();
     for i in 0..50 {
         publish(&addr, i);
     }
-    kill9(&mut child);
+    child.kill9();
     let journal = newest_file(&dir.path().join("history")).expect("history files");
     // The journal is preallocated with zeros: cut 7 bytes off the data itself, not
     // off the padding, which a restart drops without losing anything.
@@ -308,16 +267,13 @@ fn a_truncated_tail_is_cut_off_and_the_server_starts() {
     f.set_len(data_end - 7).unwrap();
     drop(f);
 
-    let (mut child, addr, log) = start_logged(dir.path(), "grouped");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !log.lock().unwrap().iter().any(|l| l.contains(TORN_TAIL)) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no warning about the cut tail: {:?}",
-            log.lock().unwrap()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let mut child = start(dir.path(), "grouped");
+    let addr = child.addr.clone();
+    child
+        .stderr
+        .wait_for("a warning about the cut tail", support::DEADLINE, |l| {
+            l.contains(TORN_TAIL)
+        });
     let after = history(&addr);
     // A prefix survives (the torn record and anything after it are gone) ...
     for (i, (_, data)) in after.iter().enumerate() {
@@ -331,42 +287,23 @@ fn a_truncated_tail_is_cut_off_and_the_server_starts() {
     if let Some(prev) = after.last() {
         assert!(split(&last.0).1 > split(&prev.0).1);
     }
-    kill9(&mut child);
-}
-
-/// Everything a server logged to stderr, once it has exited.
-fn logged_until_exit(mut child: Child, log: &Log) -> Vec<String> {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    assert!(child.wait().unwrap().success(), "unclean exit");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let lines = log.lock().unwrap().clone();
-        if lines.iter().any(|l| l == STDERR_CLOSED) {
-            return lines;
-        }
-        assert!(std::time::Instant::now() < deadline, "stderr never closed");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    child.kill9();
 }
 
 #[test]
 fn a_clean_restart_logs_no_torn_tail() {
     let dir = tempfile::tempdir().unwrap();
     for round in 0..2 {
-        let (child, addr, log) = start_logged(dir.path(), "grouped");
-        publish(&addr, round);
-        let lines = logged_until_exit(child, &log);
+        let child = start(dir.path(), "grouped");
+        publish(&child.addr, round);
+        let lines = child.stderr_until_exit();
         assert!(
             !lines.iter().any(|l| l.contains(TORN_TAIL)),
             "round {round}: a clean shutdown was reported as a torn journal: {lines:?}"
         );
     }
-    let (child, addr, log) = start_logged(dir.path(), "grouped");
-    assert_eq!(history(&addr).len(), 2);
-    let lines = logged_until_exit(child, &log);
+    let child = start(dir.path(), "grouped");
+    assert_eq!(history(&child.addr).len(), 2);
+    let lines = child.stderr_until_exit();
     assert!(!lines.iter().any(|l| l.contains(TORN_TAIL)), "{lines:?}");
 }

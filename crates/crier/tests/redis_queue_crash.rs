@@ -7,93 +7,34 @@ use crier_protocol::signature;
 use redis::Commands;
 use serde_json::Value;
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+mod support;
+
+use crier_testkit::RedisServer;
+use support::{crier, Crier};
 
 const ITEMS: usize = 3000;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Redis(Child, u16);
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn redis_server(dir: &Path) -> Redis {
-    let port = free_port();
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .arg("--dir")
-        .arg(dir)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server must be installed");
-    // Owned from here on, so a failed start below still kills and reaps it.
-    let redis = Redis(child, port);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let ok = redis::Client::open(format!("redis://127.0.0.1:{port}"))
-            .and_then(|c| c.get_connection())
-            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
-            .is_ok();
-        if ok {
-            return redis;
-        }
-        assert!(Instant::now() < deadline, "redis-server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn start(config: &Path, data: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_crier"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--udp-listen",
-            "",
-            "--history-max-messages",
-            "100000",
-        ])
-        .arg("--config")
-        .arg(config)
-        .arg("--data-dir")
-        .arg(data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("server printed its address").unwrap();
-        if let Some(rest) = line.strip_prefix("crier listening on http://") {
-            break rest.trim().to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    (child, addr)
+fn start(config: &Path, data: &Path) -> Crier {
+    let mut cmd = crier();
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--udp-listen",
+        "",
+        "--history-max-messages",
+        "100000",
+    ])
+    .arg("--config")
+    .arg(config)
+    .arg("--data-dir")
+    .arg(data);
+    Crier::spawn(cmd)
 }
 
 /// Data of every message in the channel's history (paging through it).
@@ -112,6 +53,7 @@ fn history(addr: &str) -> Vec<String> {
             .as_secs() as i64;
         let qs = signature::sign_request("app-key", "app-secret", "GET", path, &params, b"", now);
         let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         write!(
             s,
             "GET {path}?{qs} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
@@ -136,8 +78,8 @@ fn history(addr: &str) -> Vec<String> {
 #[test]
 fn kill_9_mid_queue_loses_no_item() {
     let dir = tempfile::tempdir().unwrap();
-    let redis = redis_server(dir.path());
-    let url = format!("redis://127.0.0.1:{}", redis.1);
+    let redis = RedisServer::start();
+    let url = redis.url();
     let config = dir.path().join("crier.toml");
     std::fs::write(
         &config,
@@ -153,7 +95,8 @@ fn kill_9_mid_queue_loses_no_item() {
         let _: () = conn.lpush("jobs", item.to_string()).unwrap();
     }
     let data = dir.path().join("data");
-    let (mut child, addr) = start(&config, &data);
+    let mut child = start(&config, &data);
+    let addr = child.addr.clone();
     // Kill it while it is consuming.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -165,10 +108,10 @@ fn kill_9_mid_queue_loses_no_item() {
         std::thread::sleep(Duration::from_millis(5));
     }
     let _ = history(&addr);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill9();
 
-    let (mut child, addr) = start(&config, &data);
+    let mut child = start(&config, &data);
+    let addr = child.addr.clone();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let left: usize = conn.llen("jobs").unwrap();
@@ -187,6 +130,5 @@ fn kill_9_mid_queue_loses_no_item() {
         .filter(|i| !seen.contains(&i.to_string()))
         .collect();
     assert!(missing.is_empty(), "items lost across kill -9: {missing:?}");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill9();
 }

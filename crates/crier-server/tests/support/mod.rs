@@ -222,14 +222,6 @@ impl Client {
         }
     }
 
-    /// Asserts nothing arrives for `d` (used only to check absence).
-    pub async fn expect_silence(&mut self, d: Duration) {
-        if let Ok(Some(Ok(Message::Text(t)))) = tokio::time::timeout(d, self.ws.next()).await {
-            let v: Value = serde_json::from_str(&t).unwrap();
-            assert!(v["event"] == "pusher:ping", "unexpected frame {v}");
-        }
-    }
-
     pub async fn subscribe(&mut self, channel: &str) -> Value {
         self.send(serde_json::json!({"event": "pusher:subscribe", "data": {"channel": channel}}))
             .await;
@@ -334,5 +326,6 @@ impl Api {
 pub mod redis;
 
 pub mod busy;
+pub mod metrics;
 pub mod sse;
 pub mod tls;
