@@ -658,3 +658,63 @@ async fn nodes_share_one_redis_queue_and_recover_only_their_own_leftovers() {
         .unwrap();
     assert_eq!(left, [item("not-mine")]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_lost_everything_gets_presence_back_and_new_epochs() {
+    // No persistence: a restart loses every key.
+    let redis = Deployment::Server(RedisServer::start());
+    let n = nodes(&redis, 2, |_| {}).await;
+    let mut redis = match redis {
+        Deployment::Server(r) => r,
+        Deployment::Cluster(_) => unreachable!(),
+    };
+    let mut member = n[0].connect().await;
+    member.subscribe_presence("presence-ops", "u1").await;
+    let mut watcher = n[1].connect().await;
+    watcher.subscribe("feed").await;
+    n[0].api().trigger("feed", "e", "before").await;
+    let before = watcher.recv_event("e").await;
+    let old_id = before["id"].as_str().unwrap().to_owned();
+
+    redis.stop();
+    redis.restart();
+
+    // The nodes put their share back: the member is listed again, with no reconnect.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, users) = n[1]
+            .api()
+            .get("/apps/1/channels/presence-ops/users", &[])
+            .await;
+        if status == 200 && users == json!({"users": [{"id": "u1"}]}) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "presence never came back: {users}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // New messages reach the subscriber that stayed, in a new epoch.
+    let (status, _) = n[0].api().trigger("feed", "e", "after").await;
+    assert_eq!(status, 200);
+    let after = watcher.recv_event("e").await;
+    assert_eq!(after["data"], "after");
+    let new_id = after["id"].as_str().unwrap();
+    assert_ne!(
+        old_id.rsplit_once('-').unwrap().0,
+        new_id.rsplit_once('-').unwrap().0,
+        "a lost channel starts a new epoch, never reuses ids"
+    );
+    // A client resuming from before the loss is told of the gap first.
+    let mut resumer = n[1].connect().await;
+    resumer
+        .send(json!({"event": "pusher:subscribe", "data": {"channel": "feed", "since": old_id}}))
+        .await;
+    resumer
+        .recv_event("pusher_internal:subscription_succeeded")
+        .await;
+    let gap = resumer.recv().await;
+    assert_eq!(gap["event"], "crier:gap", "{gap}");
+    assert_eq!(resumer.recv_event("e").await["data"], "after");
+}
