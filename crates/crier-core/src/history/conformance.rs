@@ -1,6 +1,7 @@
 //! The same cases against every history store: offsets, delivery order, paging, gaps,
 //! retention by count and age, cache channels; plus the disk store's restart and
-//! space reclamation.
+//! space reclamation. Paging, gaps and age also run on the Redis history (one
+//! redis-server and a Redis Cluster).
 
 use super::disk::DiskHistory;
 use super::memory::MemoryHistory;
@@ -132,10 +133,48 @@ async fn concurrent_appends_get_growing_offsets_delivered_in_order() {
     }
 }
 
+/// A store's name, the store, and what keeps it running.
+type Store = (
+    &'static str,
+    Arc<dyn HistoryStore>,
+    Box<dyn std::any::Any + Send>,
+);
+
+/// Stores with their keep-alive: the fixtures above plus the Redis history on one
+/// redis-server and on a Redis Cluster. For the cases that need neither the commit
+/// observer (Redis announces on pub/sub, which the broker's suite covers) nor a clock
+/// of the test's own (Redis keeps time with its own `TIME`).
+async fn all_stores(max_messages: usize, max_age_secs: u64) -> Vec<Store> {
+    let mut out: Vec<Store> = fixtures(max_messages, max_age_secs)
+        .into_iter()
+        .map(|(kind, f)| {
+            let store = f.store.clone();
+            (kind, store, Box::new(f) as Box<dyn std::any::Any + Send>)
+        })
+        .collect();
+    for (kind, target, guard) in crate::redis::testing::deployments() {
+        let (broker, _presence) = crate::redis::testing::node(
+            &crate::redis::testing::settings(&target),
+            &crate::redis::testing::apps(),
+            Retention {
+                max_messages,
+                max_age: Duration::from_secs(max_age_secs),
+            },
+            Arc::new(crate::hub::Hub::new()),
+            None,
+        )
+        .await;
+        use crate::broker::Broker;
+        let store = broker.history().clone();
+        out.push((kind, store, Box::new((broker, guard))));
+    }
+    out
+}
+
 #[tokio::test]
 async fn reads_page_and_report_gaps() {
-    for (kind, f) in fixtures(5, 3600) {
-        let s = &f.store;
+    for (kind, s, _keep) in all_stores(5, 3600).await {
+        let s = &s;
         let empty = s.read("app", &ch("a"), None, 10).await.unwrap();
         assert!(empty.messages.is_empty() && !empty.gap, "{kind}");
         assert_eq!(empty.position.offset, 0);
@@ -210,6 +249,44 @@ async fn reads_page_and_report_gaps() {
                 .data
                 .as_ref(),
             "7"
+        );
+    }
+}
+
+#[tokio::test]
+async fn redis_history_expires_by_age_but_cache_channels_keep_their_last() {
+    for (kind, s, _keep) in all_stores(100, 1).await {
+        if !kind.starts_with("redis") {
+            continue;
+        }
+        s.append(vec![
+            msg("old", "1"),
+            msg("cache-old", "1"),
+            msg("cache-old", "2"),
+        ])
+        .await
+        .unwrap();
+        // Redis's clock, not ours: wait (bounded) for the second to pass.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let page = s.read("app", &ch("old"), None, 10).await.unwrap();
+            if page.messages.is_empty() {
+                assert_eq!(page.position.offset, 1, "{kind}: ids go on");
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{kind}: never expired"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let cached = s.read("app", &ch("cache-old"), None, 10).await.unwrap();
+        let data: Vec<&str> = cached.messages.iter().map(|m| &*m.data).collect();
+        assert_eq!(data, ["2"], "{kind}: a cache channel keeps its last");
+        let next = s.append(vec![msg("old", "2")]).await.unwrap();
+        assert_eq!(
+            next[0].position.offset, 2,
+            "{kind}: no reused id after expiry"
         );
     }
 }

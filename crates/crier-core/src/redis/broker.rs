@@ -20,7 +20,7 @@ use redis::{AsyncCommands, PushInfo};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::mpsc::{unbounded_channel, Receiver, UnboundedReceiver, UnboundedSender};
 
 /// A change of this node's share of a channel, written in the order it was made.
 pub(crate) struct CountChange {
@@ -86,7 +86,8 @@ impl RedisBroker {
         apps: &AppRegistry,
         deliver: Arc<dyn Deliver>,
         observer: Option<Arc<dyn ChannelObserver>>,
-        pushes: UnboundedReceiver<PushInfo>,
+        pushes: Receiver<PushInfo>,
+        link_dropped: Arc<AtomicBool>,
         settings: &RedisSettings,
     ) -> Self {
         let stop = tokio_util::sync::CancellationToken::new();
@@ -99,8 +100,8 @@ impl RedisBroker {
                 .map(|a| (a.id.clone(), AtomicU64::new(0)))
                 .collect(),
         );
+        // One message per heartbeat at most.
         let (control_tx, control_rx) = unbounded_channel();
-        let link_dropped = Arc::new(AtomicBool::new(false));
         let dispatcher = Dispatcher {
             interest: interest.clone(),
             history: history.clone(),
@@ -220,7 +221,10 @@ fn spawn_until(
 }
 
 /// Writes count changes in the order they were made, and announces what they did to
-/// the channel's occupancy in the cluster.
+/// the channel's occupancy in the cluster. The queue holds one change per subscription
+/// ended; while Redis is unreachable the changes are not written but counted in the
+/// node's share, which the heartbeat puts back once Redis answers, so the queue never
+/// waits on a dead Redis.
 async fn write_counts(
     shared: Arc<Shared>,
     interest: Arc<Interest>,
@@ -228,7 +232,14 @@ async fn write_counts(
     announcer: Announcer,
     mut changes: UnboundedReceiver<CountChange>,
 ) {
+    // Topics to leave that could not be left while Redis was away.
+    let mut to_leave: Vec<String> = Vec::new();
     while let Some(change) = changes.recv().await {
+        if !shared.healthy.load(Ordering::Acquire) {
+            shared.resync.store(true, Ordering::Release);
+            to_leave.extend(change.unsubscribe);
+            continue;
+        }
         let keys = &shared.keys;
         let mut conn = shared.commands();
         let result: Result<i64, _> = scripts::COUNT
@@ -244,22 +255,35 @@ async fn write_counts(
             Ok(occupancy) => announcer.occupancy(&change.app, change.channel, occupancy),
             Err(e) => shared.failed("count", &e),
         }
-        if let Some(topic) = change.unsubscribe {
-            let _dropping = topics.lock().await;
-            if !interest.contains(&topic) {
-                let mut subscriber = shared.subscriber.clone();
-                if let Err(e) = subscriber.unsubscribe(&topic).await {
-                    tracing::debug!(%topic, error = %e, "unsubscribe failed");
-                }
+        to_leave.extend(change.unsubscribe);
+        if to_leave.is_empty() {
+            continue;
+        }
+        let _dropping = topics.lock().await;
+        let mut subscriber = shared.subscriber.clone();
+        for topic in std::mem::take(&mut to_leave) {
+            if interest.contains(&topic) {
+                continue;
+            }
+            if let Err(e) = subscriber.unsubscribe(&topic).await {
+                tracing::debug!(%topic, error = %e, "unsubscribe failed; retried later");
+                to_leave.push(topic);
             }
         }
     }
 }
 
-/// Publishes ephemeral frames and closes, in order, batching what is waiting.
+/// Publishes ephemeral frames and closes, in order, batching what is waiting (up to
+/// 256 per round trip). Ephemeral frames are not stored: while Redis is unreachable
+/// they are dropped and counted, so the queue never waits on a dead Redis.
 async fn write_frames(shared: Arc<Shared>, mut frames: UnboundedReceiver<(String, Vec<u8>)>) {
     let mut batch = Vec::with_capacity(64);
     while frames.recv_many(&mut batch, 256).await > 0 {
+        if !shared.healthy.load(Ordering::Acquire) {
+            metrics::counter!("crier_broker_frames_dropped_total").increment(batch.len() as u64);
+            batch.clear();
+            continue;
+        }
         let mut conn = shared.commands();
         let command = shared.commands.publish_command();
         let result = if shared.commands.is_cluster() {

@@ -10,8 +10,39 @@ use redis::cluster_async::ClusterConnection;
 use redis::{
     Cmd, IntoConnectionInfo, Pipeline, ProtocolVersion, PushInfo, RedisFuture, RedisResult, Value,
 };
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::Sender;
+
+/// Pushes waiting for the dispatcher, at most. Dropping one beyond is safe: its
+/// message is in the channel's history, and the dispatcher reads it back (the next
+/// message shows the offset jump; `overflowed` asks for a catch-up in any case).
+pub(crate) const PUSH_QUEUE: usize = 65_536;
+
+/// Hands pushes to the dispatcher without blocking the connection, dropping them
+/// when the dispatcher is [`PUSH_QUEUE`] behind.
+pub(crate) struct Pushes {
+    pub tx: Sender<PushInfo>,
+    pub overflowed: Arc<AtomicBool>,
+}
+
+impl redis::aio::AsyncPushSender for Pushes {
+    fn send(&self, info: PushInfo) -> Result<(), redis::aio::SendError> {
+        match self.tx.try_send(info) {
+            Ok(()) => Ok(()),
+            Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                if !self.overflowed.swap(true, Ordering::AcqRel) {
+                    tracing::warn!(
+                        "redis pushes arrive faster than they are delivered; catching up from history"
+                    );
+                }
+                Ok(())
+            }
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => Err(redis::aio::SendError),
+        }
+    }
+}
 
 /// Where the Redis broker connects.
 #[derive(Clone, Debug)]
@@ -91,10 +122,7 @@ impl ConnectionLike for Conn {
 /// Opens the command connection and the pushing one; pushes (messages, and a
 /// `Disconnection` when the link drops) go to `pushes`. Both reconnect by themselves,
 /// and the pushing one subscribes again to its topics.
-pub(crate) async fn open(
-    target: &Target,
-    pushes: UnboundedSender<PushInfo>,
-) -> RedisResult<(Conn, Conn)> {
+pub(crate) async fn open(target: &Target, pushes: Pushes) -> RedisResult<(Conn, Conn)> {
     match target {
         Target::Server(url) => {
             let info = url.as_str().into_connection_info()?;

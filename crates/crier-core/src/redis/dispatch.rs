@@ -16,7 +16,7 @@ use redis::{PushInfo, PushKind, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::{Receiver, UnboundedReceiver};
 
 /// Messages read per history request while catching up.
 const CATCH_UP_PAGE: usize = 256;
@@ -83,8 +83,8 @@ pub(crate) struct Dispatcher {
     pub interest: Arc<Interest>,
     pub history: Arc<RedisHistory>,
     pub deliver: Arc<dyn Deliver>,
-    /// Set when the pushing link dropped; the heartbeat asks for a catch-up once it is
-    /// back.
+    /// Set when the pushing link dropped (or fell behind and pushes were dropped); the
+    /// heartbeat asks for a catch-up once Redis answers.
     pub link_dropped: Arc<AtomicBool>,
 }
 
@@ -99,7 +99,7 @@ fn bulk(value: &Value) -> Option<&[u8]> {
 impl Dispatcher {
     pub(crate) async fn run(
         self,
-        mut pushes: UnboundedReceiver<PushInfo>,
+        mut pushes: Receiver<PushInfo>,
         mut control: UnboundedReceiver<Control>,
     ) {
         loop {

@@ -106,8 +106,15 @@ pub async fn connect(
     deliver: Arc<dyn Deliver>,
     observer: Option<Arc<dyn ChannelObserver>>,
 ) -> Result<(RedisBroker, RedisPresence), redis::RedisError> {
-    let (push_tx, push_rx) = tokio::sync::mpsc::unbounded_channel();
-    let (commands, subscriber) = connection::open(&settings.target, push_tx).await?;
+    let (push_tx, push_rx) = tokio::sync::mpsc::channel(connection::PUSH_QUEUE);
+    // Set when the pushing link dropped or fell behind: the heartbeat then has the
+    // dispatcher catch every channel up from history.
+    let link_dropped = Arc::new(AtomicBool::new(false));
+    let pushes = connection::Pushes {
+        tx: push_tx,
+        overflowed: link_dropped.clone(),
+    };
+    let (commands, subscriber) = connection::open(&settings.target, pushes).await?;
     let shared = Arc::new(Shared {
         keys: Keys::new(&settings.prefix),
         node_id: format!("{:016x}", rand::random::<u64>()),
@@ -128,6 +135,7 @@ pub async fn connect(
         deliver,
         observer,
         push_rx,
+        link_dropped,
         &settings,
     );
     Ok((broker, presence))

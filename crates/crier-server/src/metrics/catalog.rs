@@ -42,6 +42,7 @@ pub(crate) mod names {
     pub(crate) const BROKER_CATCH_UPS: &str = "crier_broker_catch_ups_total";
     pub(crate) const BROKER_LOST: &str = "crier_broker_lost_total";
     pub(crate) const BROKER_UNDECODABLE: &str = "crier_broker_undecodable_total";
+    pub(crate) const BROKER_FRAMES_DROPPED: &str = "crier_broker_frames_dropped_total";
 }
 
 /// A client transport; the `transport` label.
@@ -283,11 +284,15 @@ fn describe() {
     );
     describe_counter!(
         BROKER_CATCH_UPS,
-        "Reads of missed messages from the Redis history, by cause (gap: an offset jumped; reconnect: the link to Redis dropped)"
+        "Reads of missed messages from the Redis history, by cause (gap: an offset jumped; reconnect: the link to Redis dropped or fell behind)"
     );
     describe_counter!(
         BROKER_LOST,
         "Catch-ups that found messages gone from the Redis history (expired, or Redis lost them)"
+    );
+    describe_counter!(
+        BROKER_FRAMES_DROPPED,
+        "Client events and presence frames not sent to other nodes because Redis was unreachable"
     );
     describe_counter!(
         BROKER_UNDECODABLE,
@@ -390,6 +395,7 @@ pub(crate) fn register(config: &Config) {
     }
     metrics::counter!(BROKER_LOST).increment(0);
     metrics::counter!(BROKER_UNDECODABLE).increment(0);
+    metrics::counter!(BROKER_FRAMES_DROPPED).increment(0);
     for (_, status, reason) in HTTP_STATUSES {
         metrics::counter!(REJECTED, "status" => status, "reason" => reason).increment(0);
     }
