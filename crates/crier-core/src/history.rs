@@ -124,5 +124,24 @@ pub trait HistoryStore: Send + Sync + 'static {
     }
 }
 
+/// Where a read after `after` starts, for a channel in `epoch` whose last offset is
+/// `last` and whose oldest retained message is `first_retained` (`last + 1` when none
+/// is): the offset to read after (0: from the oldest), and whether messages between
+/// `after` and what the read returns are lost (another epoch, a position past the end,
+/// or older than what is retained). Every store answers resumes by this one rule.
+pub(crate) fn resume_point(
+    after: Option<&StreamPosition>,
+    epoch: &str,
+    last: u64,
+    first_retained: u64,
+) -> (bool, u64) {
+    match after {
+        None => (false, 0),
+        Some(p) if *p.epoch != *epoch || p.offset > last => (true, 0),
+        Some(p) if p.offset + 1 < first_retained => (true, 0),
+        Some(p) => (false, p.offset),
+    }
+}
+
 /// Retention per app, looked up by the store on every append and sweep.
 pub type RetentionLookup = Arc<dyn Fn(&str) -> Retention + Send + Sync>;

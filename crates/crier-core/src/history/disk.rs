@@ -531,13 +531,9 @@ impl HistoryStore for DiskHistory {
         self.blocking(move |s| {
             let (oldest, tip) = s.scan(&app, &channel, 0, 0)?;
             let first_offset = oldest.first().map_or(tip + 1, |m| m.position.offset);
-            let (gap, from) = match &after {
-                None => (false, 0),
-                Some(p) if p.epoch != s.epoch || p.offset > tip => (true, 0),
-                Some(p) if p.offset + 1 < first_offset => (true, 0),
-                Some(p) => (false, p.offset + 1),
-            };
-            let (mut messages, tip) = s.scan(&app, &channel, from, limit)?;
+            let (gap, after) = super::resume_point(after.as_ref(), &s.epoch, tip, first_offset);
+            // The scan starts at an offset, inclusive.
+            let (mut messages, tip) = s.scan(&app, &channel, after + 1, limit)?;
             let more = messages.len() > limit;
             messages.truncate(limit);
             let position = messages.last().map_or_else(

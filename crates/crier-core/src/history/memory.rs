@@ -104,12 +104,7 @@ impl HistoryStore for MemoryHistory {
         let first_offset = live
             .first()
             .map_or(log.last_offset + 1, |m| m.position.offset);
-        let (gap, from) = match after {
-            None => (false, 0),
-            Some(p) if p.epoch != self.epoch || p.offset > log.last_offset => (true, 0),
-            Some(p) if p.offset + 1 < first_offset => (true, 0),
-            Some(p) => (false, p.offset),
-        };
+        let (gap, from) = super::resume_point(after, &self.epoch, log.last_offset, first_offset);
         let mut rest = live.into_iter().filter(|m| m.position.offset > from);
         let messages: Vec<Arc<Published>> = rest.by_ref().take(limit.max(1)).cloned().collect();
         let more = rest.next().is_some();

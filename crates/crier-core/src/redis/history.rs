@@ -6,7 +6,7 @@
 use super::codec::{self, Item};
 use super::scripts;
 use super::Shared;
-use crate::history::{HistoryError, HistoryPage, HistoryStore};
+use crate::history::{resume_point, HistoryError, HistoryPage, HistoryStore};
 use crate::message::{NewMessage, Published};
 use crate::position::{new_epoch, StreamPosition};
 use async_trait::async_trait;
@@ -212,17 +212,13 @@ impl HistoryStore for RedisHistory {
         let from = after.map_or(0, |p| p.offset);
         let (mut epoch, mut last, oldest, mut items) =
             self.run_read(app_id, channel, from, want).await?;
-        let gap = match after {
-            None => false,
-            Some(p) if *p.epoch != *epoch || p.offset > last => {
-                if from > 0 {
-                    (epoch, last, _, items) = self.run_read(app_id, channel, 0, want).await?;
-                }
-                true
-            }
-            Some(p) if oldest < 0 => p.offset < last,
-            Some(p) => p.offset + 1 < oldest.unsigned_abs(),
-        };
+        let first_retained = u64::try_from(oldest).unwrap_or(last + 1);
+        let (gap, start) = resume_point(after, &epoch, last, first_retained);
+        if start != from {
+            // Read after what the cursor named, before knowing it was lost: read again
+            // from the oldest.
+            (epoch, last, _, items) = self.run_read(app_id, channel, start, want).await?;
+        }
         let more = items.len() > limit;
         items.truncate(limit);
         let app: Arc<str> = Arc::from(app_id);
