@@ -15,6 +15,7 @@ const { useServer, getJson } = require('../lib/setup');
 const { startServer, DEV_APP } = require('../lib/server');
 const { connect, subscribe, subscribeExpectingError, waitForEvent, waitUntil, barrier, disconnect, framesOf } = require('../lib/client');
 const { freePort, spawnProc, runProc } = require('../lib/proc');
+const { startRedis } = require('../lib/redis');
 
 const EXAMPLES = path.resolve(__dirname, '..', '..', 'examples');
 const PHP = path.join(EXAMPLES, 'php');
@@ -180,11 +181,10 @@ test('php/auth.php /token: a JWT that opens a private channel over SSE (python/s
 });
 
 test('php/redis-queue.php: an approval pushed through the Redis queue reaches the approver\'s private channel', T, async () => {
-  const redisPort = await freePort();
-  const redis = spawnProc('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { label: 'redis-server' });
+  const redis = await startRedis();
+  const redisPort = redis.port;
   let crier;
   try {
-    await redis.waitLine((l) => typeof l === 'string' && l.includes('Ready to accept connections'), 'redis-server ready');
     crier = await startServer({
       config: `[ingest.redis_queue]\nurl = "redis://127.0.0.1:${redisPort}"\nkey = "crier:publish"\n`,
     });
