@@ -84,8 +84,16 @@ async fn timeout_answers_empty_and_no_cursor_starts_from_now() {
         "old messages are not sent without a cursor"
     );
     assert!(started.elapsed() >= Duration::from_millis(900));
-    let (status, _) = poll(&server, "channels=t&timeout=soon").await;
-    assert_eq!(status, 400);
+    for bad in ["soon", "-1", "1.5"] {
+        assert_eq!(
+            poll(&server, &format!("channels=t&timeout={bad}")).await,
+            (
+                400,
+                json!({"error": "timeout must be a whole number of seconds"})
+            ),
+            "timeout={bad}"
+        );
+    }
 }
 
 #[tokio::test]
