@@ -210,11 +210,7 @@ async fn errors_before_the_stream_are_json_statuses() {
     for (query, status, error) in cases {
         let res = open(&server, &query, None).await;
         assert_eq!(res.status().as_u16(), status, "{query}");
-        assert_eq!(
-            res.headers()["content-type"],
-            "application/json",
-            "{query}"
-        );
+        assert_eq!(res.headers()["content-type"], "application/json", "{query}");
         let body: Value = res.json().await.unwrap();
         assert_eq!(body, json!({ "error": error }), "{query}");
     }

@@ -123,7 +123,9 @@ pub(crate) fn parse_timeout(param: Option<&str>) -> Result<Duration, &'static st
         None | Some("") => DEFAULT_TIMEOUT_SECS,
         Some(t) if t.bytes().all(|b| b.is_ascii_digit()) => {
             // All digits: only overflow can fail, and that is "more than the maximum".
-            t.parse::<u64>().unwrap_or(MAX_TIMEOUT_SECS).min(MAX_TIMEOUT_SECS)
+            t.parse::<u64>()
+                .unwrap_or(MAX_TIMEOUT_SECS)
+                .min(MAX_TIMEOUT_SECS)
         }
         Some(_) => return Err(BAD_TIMEOUT),
     };

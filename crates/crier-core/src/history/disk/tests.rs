@@ -124,7 +124,11 @@ async fn a_failed_write_is_refused_and_the_store_recovers_with_grouped_fsync() {
 #[tokio::test]
 async fn always_syncs_each_batch_before_append_returns() {
     let dir = tempfile::tempdir().unwrap();
-    let s = open(dir.path(), FsyncPolicy::Always, Arc::new(Recorder::default()));
+    let s = open(
+        dir.path(),
+        FsyncPolicy::Always,
+        Arc::new(Recorder::default()),
+    );
     let faults = fault::for_dir(dir.path());
     for (i, data) in ["1", "2", "3"].into_iter().enumerate() {
         let before = faults.syncs();
