@@ -21,6 +21,12 @@ const BATCH_WINDOW: Duration = Duration::from_millis(50);
 const MAX_BATCH: usize = 100;
 /// Attempts per batch and target before it is dropped (logged).
 const ATTEMPTS: u32 = 5;
+/// Wait after the first failed attempt; doubles after each further one, up to
+/// [`MAX_RETRY_DELAY`] (200 ms, 400 ms, 800 ms, 1.6 s with five attempts).
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(200);
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
+/// One attempt that has no answer this long has failed.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Reports channel events to the webhook sender task.
 pub struct WebhookObserver {
@@ -114,7 +120,7 @@ impl WebhookSender {
     /// Runs until shutdown, then sends what is still queued.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
+            .timeout(ATTEMPT_TIMEOUT)
             .build()
             .unwrap_or_default();
         loop {
@@ -162,8 +168,12 @@ impl WebhookSender {
             let (url, key, body) = (url.clone(), t.key.to_string(), body);
             // Each target retries on its own so one slow endpoint does not hold others.
             tokio::spawn(async move {
-                let mut delay = Duration::from_millis(200);
+                let mut delay = FIRST_RETRY_DELAY;
                 for attempt in 1..=ATTEMPTS {
+                    if attempt > 1 {
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(MAX_RETRY_DELAY);
+                    }
                     let res = http
                         .post(&url)
                         .header("content-type", "application/json")
@@ -182,8 +192,6 @@ impl WebhookSender {
                         }
                         Err(e) => tracing::warn!(%url, error = %e, attempt, "webhook failed"),
                     }
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(10));
                 }
                 metrics::counter!("crier_webhooks_failed_total").increment(1);
                 tracing::error!(%url, "webhook dropped after {ATTEMPTS} attempts");

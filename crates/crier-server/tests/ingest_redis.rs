@@ -63,6 +63,13 @@ async fn items_are_published_in_order_and_removed() {
     .await;
 }
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
 #[tokio::test]
 async fn poison_items_go_to_the_dead_letter_list() {
     let redis = RedisServer::start();
@@ -70,26 +77,54 @@ async fn poison_items_go_to_the_dead_letter_list() {
     let mut c = server.connect().await;
     c.subscribe("q").await;
     let mut conn = redis.conn();
+    // Each item, and the `reason` and `error` its dead letter must carry.
     let poison = [
-        ("{nope".to_owned(), "invalid_json"),
+        (
+            "{nope".to_owned(),
+            "invalid_json",
+            "key must be a string at line 1 column 2",
+        ),
         (
             json!({"app_id": "ghost", "name": "e", "channel": "q", "data": "x"}).to_string(),
             "unknown_app",
+            "unknown app \"ghost\"",
         ),
-        (item("bad name", "x"), "invalid_channel"),
+        (
+            item("bad name", "x"),
+            "invalid_channel",
+            "invalid channel: channel name \"bad name\" contains characters other than \
+             A-Z a-z 0-9 _ - = @ , . ;",
+        ),
+        (
+            json!({"app_id": "1", "channel": "q", "data": "x"}).to_string(),
+            "invalid_event",
+            "missing event name",
+        ),
     ];
-    for (p, _) in &poison {
+    let before = now_ms();
+    for (p, _, _) in &poison {
         let _: () = conn.lpush(KEY, p).unwrap();
     }
     let _: () = conn.lpush(KEY, item("q", "good")).unwrap();
     assert_eq!(c.recv().await["data"], "good");
+    let after = now_ms();
     let dead: Vec<String> = conn.lrange(format!("{KEY}:dead"), 0, -1).unwrap();
-    assert_eq!(dead.len(), 3);
-    for (letter, (p, reason)) in dead.iter().rev().zip(&poison) {
+    assert_eq!(dead.len(), poison.len());
+    // LPUSH: the newest letter first.
+    for (letter, (p, reason, error)) in dead.iter().rev().zip(&poison) {
         let v: Value = serde_json::from_str(letter).unwrap();
-        assert_eq!(v["item"], p.as_str());
-        assert_eq!(v["reason"], *reason);
-        assert!(v["at"].as_u64().unwrap() > 0);
+        let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["at", "error", "item", "reason"], "{letter}");
+        assert_eq!(v["item"], p.as_str(), "the item exactly as queued");
+        assert_eq!(v["reason"], *reason, "{letter}");
+        assert_eq!(v["error"], *error, "{letter}");
+        // Unix time in milliseconds: seconds or microseconds fall outside the window.
+        let at = v["at"].as_u64().unwrap();
+        assert!(
+            (before..=after).contains(&at),
+            "at {at} is not Unix ms between {before} and {after}"
+        );
     }
     let p: usize = conn.llen(format!("{KEY}:processing")).unwrap();
     assert_eq!(p, 0);

@@ -84,8 +84,16 @@ async fn timeout_answers_empty_and_no_cursor_starts_from_now() {
         "old messages are not sent without a cursor"
     );
     assert!(started.elapsed() >= Duration::from_millis(900));
-    let (status, _) = poll(&server, "channels=t&timeout=soon").await;
-    assert_eq!(status, 400);
+    for bad in ["soon", "-1", "1.5"] {
+        assert_eq!(
+            poll(&server, &format!("channels=t&timeout={bad}")).await,
+            (
+                400,
+                json!({"error": "timeout must be a whole number of seconds"})
+            ),
+            "timeout={bad}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -165,24 +173,62 @@ async fn gaps_and_token_errors() {
         &json!({"channels": ["private-p"], "exp": now() - 1}),
         SECRET,
     );
+    let wrong = token::issue(
+        &json!({"channels": ["private-p"], "exp": now() + 60}),
+        "not-the-secret",
+    );
     let other = token::issue(
         &json!({"channels": ["private-q"], "exp": now() + 60}),
         SECRET,
     );
-    assert_eq!(poll(&server, "channels=private-p").await.0, 401);
+    let cases = [
+        (
+            "channels=private-p".to_owned(),
+            401,
+            "token is required for private and presence channels",
+        ),
+        (
+            format!("channels=private-p&token={wrong}"),
+            401,
+            "token signature is invalid",
+        ),
+        (
+            format!("channels=private-p&token={expired}"),
+            401,
+            "token has expired",
+        ),
+        (
+            format!("channels=private-p&token={other}"),
+            403,
+            "token does not allow channel private-p",
+        ),
+        (
+            "channels=no%20way".to_owned(),
+            400,
+            "invalid channel: channel name \"no way\" contains characters other than \
+             A-Z a-z 0-9 _ - = @ , . ;",
+        ),
+        (
+            "channels=g&cursor=garbage".to_owned(),
+            400,
+            "invalid cursor \"garbage\"",
+        ),
+    ];
+    for (query, status, error) in cases {
+        assert_eq!(
+            poll(&server, &query).await,
+            (status, json!({ "error": error })),
+            "{query}"
+        );
+    }
+    let res = reqwest::get(format!("http://{}/app/nokey/poll?channels=a", server.addr))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
     assert_eq!(
-        poll(&server, &format!("channels=private-p&token={expired}"))
-            .await
-            .0,
-        401
+        res.json::<Value>().await.unwrap(),
+        json!({"error": "unknown app key \"nokey\""})
     );
-    assert_eq!(
-        poll(&server, &format!("channels=private-p&token={other}"))
-            .await
-            .0,
-        403
-    );
-    assert_eq!(poll(&server, "channels=no%20way").await.0, 400);
 }
 
 #[tokio::test]

@@ -170,19 +170,49 @@ async fn errors_before_the_stream_are_json_statuses() {
     );
     let other = token_for(json!({"channels": ["private-y"], "exp": far_future()}));
     let cases = [
-        ("channels=private-x".to_owned(), 401),
-        (format!("channels=private-x&token={wrong}"), 401),
-        (format!("channels=private-x&token={expired}"), 401),
-        (format!("channels=private-x&token={other}"), 403),
-        ("channels=bad%20name".to_owned(), 400),
-        ("channels=".to_owned(), 400),
-        ("channels=a&last_event_id=garbage".to_owned(), 400),
+        (
+            "channels=private-x".to_owned(),
+            401,
+            "token is required for private and presence channels",
+        ),
+        (
+            format!("channels=private-x&token={wrong}"),
+            401,
+            "token signature is invalid",
+        ),
+        (
+            format!("channels=private-x&token={expired}"),
+            401,
+            "token has expired",
+        ),
+        (
+            format!("channels=private-x&token={other}"),
+            403,
+            "token does not allow channel private-x",
+        ),
+        (
+            "channels=bad%20name".to_owned(),
+            400,
+            "invalid channel: channel name \"bad name\" contains characters other than \
+             A-Z a-z 0-9 _ - = @ , . ;",
+        ),
+        (
+            "channels=".to_owned(),
+            400,
+            "channels is required (comma-separated)",
+        ),
+        (
+            "channels=a&last_event_id=garbage".to_owned(),
+            400,
+            "invalid cursor \"garbage\"",
+        ),
     ];
-    for (query, status) in cases {
+    for (query, status, error) in cases {
         let res = open(&server, &query, None).await;
         assert_eq!(res.status().as_u16(), status, "{query}");
+        assert_eq!(res.headers()["content-type"], "application/json", "{query}");
         let body: Value = res.json().await.unwrap();
-        assert!(body["error"].is_string());
+        assert_eq!(body, json!({ "error": error }), "{query}");
     }
     // An unknown key's 404 is readable by the page that asked: CORS with its origin.
     let res = reqwest::Client::new()

@@ -125,6 +125,12 @@ impl Slot {
         Ok(())
     }
 
+    /// Counts a journal sync that returned (tests tell the fsync policies apart by it).
+    fn synced(&self) {
+        #[cfg(any(test, feature = "fault-injection"))]
+        self.faults.synced();
+    }
+
     /// Reports a written batch as failed while a test asks for it.
     fn injected_fault_after_write(&self, _what: &str) -> Result<(), HistoryError> {
         #[cfg(any(test, feature = "fault-injection"))]
@@ -381,9 +387,12 @@ impl DiskHistory {
                             // While the writer reopens there is nothing to sync; the
                             // reopened journal was synced by the reopen's probe.
                             let Ok(shared) = slot.get() else { continue };
-                            if let Err(e) = shared.db.persist(PersistMode::SyncAll) {
-                                tracing::error!(error = %e, "history fsync failed");
-                                let _ = tx.send(Command::Failed(e.to_string()));
+                            match shared.db.persist(PersistMode::SyncAll) {
+                                Ok(()) => slot.synced(),
+                                Err(e) => {
+                                    tracing::error!(error = %e, "history fsync failed");
+                                    let _ = tx.send(Command::Failed(e.to_string()));
+                                }
                             }
                         }
                     })

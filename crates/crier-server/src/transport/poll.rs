@@ -111,6 +111,27 @@ impl PollLeases {
     }
 }
 
+/// Why a `timeout` parameter was refused (the 400's `error`).
+pub(crate) const BAD_TIMEOUT: &str = "timeout must be a whole number of seconds";
+
+/// How long a poll with this `timeout` parameter waits for a message: absent or empty,
+/// [`DEFAULT_TIMEOUT_SECS`]; a whole number of seconds, that many, at most
+/// [`MAX_TIMEOUT_SECS`] (however large the number written); anything else (a sign, a
+/// fraction, a unit, text) is refused.
+pub(crate) fn parse_timeout(param: Option<&str>) -> Result<Duration, &'static str> {
+    let secs = match param {
+        None | Some("") => DEFAULT_TIMEOUT_SECS,
+        Some(t) if t.bytes().all(|b| b.is_ascii_digit()) => {
+            // All digits: only overflow can fail, and that is "more than the maximum".
+            t.parse::<u64>()
+                .unwrap_or(MAX_TIMEOUT_SECS)
+                .min(MAX_TIMEOUT_SECS)
+        }
+        Some(_) => return Err(BAD_TIMEOUT),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
 fn answer(items: &[bytes::Bytes], cursor: &str, cors: Option<HeaderValue>) -> Response {
     let mut body = BytesMut::with_capacity(64 + items.iter().map(|i| i.len() + 1).sum::<usize>());
     body.put_slice(b"{\"messages\":[");
@@ -147,20 +168,13 @@ pub(crate) async fn handle(
         Ok(a) => a,
         Err(e) => return e.into_response(),
     };
-    let timeout = match query.timeout.as_deref() {
-        None | Some("") => DEFAULT_TIMEOUT_SECS,
-        Some(t) => match t.parse::<u64>() {
-            Ok(t) => t.min(MAX_TIMEOUT_SECS),
-            Err(_) => {
-                return super::stream_request::StreamError::new(
-                    StatusCode::BAD_REQUEST,
-                    "timeout must be a number of seconds",
-                )
-                .into_response()
-            }
-        },
+    let timeout = match parse_timeout(query.timeout.as_deref()) {
+        Ok(t) => t,
+        Err(e) => {
+            let e = super::stream_request::StreamError::new(StatusCode::BAD_REQUEST, e);
+            return e.with_origin(admitted.cors).into_response();
+        }
     };
-    let timeout = Duration::from_secs(timeout);
     // Held until the answer: a held poll is a connection like a stream.
     let _per_ip =
         match super::stream_request::per_ip(&state, &admitted.app, client, admitted.cors.clone()) {
@@ -272,4 +286,46 @@ pub(crate) async fn handle(
     }
     drop(metric);
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(param: Option<&str>) -> Result<u64, &'static str> {
+        parse_timeout(param).map(|d| d.as_secs())
+    }
+
+    #[test]
+    fn no_timeout_waits_thirty_seconds() {
+        assert_eq!(secs(None), Ok(30));
+        assert_eq!(secs(Some("")), Ok(30), "`timeout=` is no timeout");
+    }
+
+    #[test]
+    fn a_timeout_up_to_the_maximum_is_taken_as_given() {
+        assert_eq!(secs(Some("0")), Ok(0), "0 answers at once");
+        assert_eq!(secs(Some("1")), Ok(1));
+        assert_eq!(secs(Some("45")), Ok(45));
+        assert_eq!(secs(Some("0120")), Ok(120));
+        assert_eq!(secs(Some("120")), Ok(120));
+    }
+
+    #[test]
+    fn a_longer_timeout_waits_at_most_a_hundred_and_twenty_seconds() {
+        assert_eq!(secs(Some("121")), Ok(120));
+        assert_eq!(secs(Some("3600")), Ok(120));
+        assert_eq!(
+            secs(Some("99999999999999999999999999")),
+            Ok(120),
+            "too large for a u64 is still just more than the maximum"
+        );
+    }
+
+    #[test]
+    fn a_timeout_that_is_not_a_whole_number_of_seconds_is_refused() {
+        for bad in ["soon", "-1", "+5", "1.5", "5s", " 5", "5 ", "1e3", "0x10"] {
+            assert_eq!(secs(Some(bad)), Err(BAD_TIMEOUT), "{bad:?}");
+        }
+    }
 }

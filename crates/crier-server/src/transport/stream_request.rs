@@ -38,6 +38,11 @@ impl StreamError {
             origin: None,
         }
     }
+
+    /// The same error, readable by a page on `origin` (an allowed one).
+    pub(crate) fn with_origin(self, origin: Option<HeaderValue>) -> Self {
+        Self { origin, ..self }
+    }
 }
 
 impl IntoResponse for StreamError {

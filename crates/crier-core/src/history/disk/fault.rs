@@ -20,6 +20,7 @@ pub struct Faults {
     fail_writes: AtomicBool,
     fail_after_write: AtomicBool,
     injected: AtomicU64,
+    syncs: AtomicU64,
 }
 
 impl Faults {
@@ -40,6 +41,17 @@ impl Faults {
     /// How many operations failed because of this seam.
     pub fn injected(&self) -> u64 {
         self.injected.load(Ordering::SeqCst)
+    }
+
+    /// How many times the store has made its journal durable on disk: a batch
+    /// committed with `fdatasync` (`fsync = "always"`, and the reopen's probe) or a
+    /// background fsync (`grouped`). Counted once the sync has returned.
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::SeqCst)
+    }
+
+    pub(super) fn synced(&self) {
+        self.syncs.fetch_add(1, Ordering::SeqCst);
     }
 
     pub(super) fn check_after_write(&self, what: &str) -> Result<(), HistoryError> {

@@ -119,6 +119,71 @@ async fn a_failed_write_is_refused_and_the_store_recovers_with_grouped_fsync() {
     failed_write_recovers(FsyncPolicy::Grouped).await;
 }
 
+/// `fsync = "always"`: every append has made its batch durable (the journal
+/// `fdatasync`ed) by the time it returns, and there is no background sync.
+#[tokio::test]
+async fn always_syncs_each_batch_before_append_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(
+        dir.path(),
+        FsyncPolicy::Always,
+        Arc::new(Recorder::default()),
+    );
+    let faults = fault::for_dir(dir.path());
+    for (i, data) in ["1", "2", "3"].into_iter().enumerate() {
+        let before = faults.syncs();
+        s.append(vec![msg(data)]).await.unwrap();
+        assert_eq!(
+            faults.syncs(),
+            before + 1,
+            "append {} returned without its own sync",
+            i + 1
+        );
+    }
+    let after = faults.syncs();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(faults.syncs(), after, "`always` has no background sync");
+}
+
+/// `fsync = "grouped"`: an append returns once its batch is written to the OS, before
+/// any sync; the background sync follows within `fsync_interval` and covers every
+/// batch written since the last one.
+#[tokio::test]
+async fn grouped_acknowledges_before_its_sync_and_syncs_within_the_interval() {
+    const INTERVAL: Duration = Duration::from_secs(3);
+    let dir = tempfile::tempdir().unwrap();
+    let opened = Instant::now();
+    let s = DiskHistory::open(
+        dir.path(),
+        FsyncPolicy::Grouped,
+        INTERVAL,
+        Arc::new(|_| Retention::default()),
+        Arc::new(Recorder::default()),
+    )
+    .unwrap();
+    let faults = fault::for_dir(dir.path());
+    s.append(vec![msg("1")]).await.unwrap();
+    s.append(vec![msg("2")]).await.unwrap();
+    let unsynced = faults.syncs();
+    // The background thread first wakes one interval after the open.
+    assert!(
+        opened.elapsed() < INTERVAL,
+        "the machine stalled for a whole interval; nothing to conclude"
+    );
+    assert_eq!(unsynced, 0, "grouped acknowledged only after a sync");
+    let deadline = Instant::now() + INTERVAL * 2;
+    while faults.syncs() == 0 {
+        assert!(Instant::now() < deadline, "no sync within the interval");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        opened.elapsed() >= INTERVAL,
+        "synced before the interval had passed"
+    );
+    assert_eq!(faults.syncs(), 1, "one sync for both batches");
+    assert_eq!(stored(&s).await, owned(&[("1", 1), ("2", 2)]));
+}
+
 #[tokio::test]
 async fn a_refused_batch_that_reached_the_journal_is_removed() {
     let dir = tempfile::tempdir().unwrap();

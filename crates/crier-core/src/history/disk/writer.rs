@@ -181,6 +181,7 @@ impl Writer {
         let mut probe = shared.db.batch().durability(Some(PersistMode::SyncData));
         probe.insert(&shared.meta, "probe", (slot.clock)().to_be_bytes().to_vec());
         probe.commit().map_err(storage)?;
+        slot.synced();
         self.adopt(spans);
         Ok(shared)
     }
@@ -304,8 +305,13 @@ impl Writer {
             )));
         }
         self.slot.injected_fault("writing the history journal")?;
+        // With `SyncData`, fjall writes the batch to the journal and `fdatasync`s it
+        // before `commit` returns; with `Buffer` it only hands it to the OS.
         batch.commit().map_err(storage)?;
         self.dirty.store(true, Ordering::Release);
+        if mode == PersistMode::SyncData {
+            self.slot.synced();
+        }
         self.slot
             .injected_fault_after_write("syncing the history journal")?;
         Ok(out)
