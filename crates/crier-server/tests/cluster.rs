@@ -718,3 +718,35 @@ async fn a_redis_that_lost_everything_gets_presence_back_and_new_epochs() {
     assert_eq!(gap["event"], "crier:gap", "{gap}");
     assert_eq!(resumer.recv_event("e").await["data"], "after");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_member_on_one_node_is_present_on_the_other() {
+    let redis = Deployment::Server(RedisServer::start());
+    let n = nodes(&redis, 2, |c| c.server.poll_presence_grace_secs = 1).await;
+    let mut ws = n[1].connect().await;
+    ws.subscribe_presence("presence-lp", "ws").await;
+    let t = crier_protocol::token::issue(
+        &json!({"channels": ["presence-lp"], "exp": now() + 60, "sub": "poller"}),
+        SECRET,
+    );
+    let res = reqwest::get(format!(
+        "http://{}/app/{KEY}/poll?channels=presence-lp&token={t}&timeout=1",
+        n[0].addr
+    ))
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 200);
+    let added = ws.recv_event("pusher_internal:member_added").await;
+    assert_eq!(
+        added["data"],
+        json!({"user_id": "poller", "user_info": null}).to_string()
+    );
+    let (_, users) = n[1]
+        .api()
+        .get("/apps/1/channels/presence-lp/users", &[])
+        .await;
+    assert_eq!(users, json!({"users": [{"id": "poller"}, {"id": "ws"}]}));
+    // Polls stop: after the lease, the member leaves for the whole cluster.
+    let removed = ws.recv_event("pusher_internal:member_removed").await;
+    assert_eq!(removed["data"], json!({"user_id": "poller"}).to_string());
+}
