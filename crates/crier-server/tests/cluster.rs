@@ -750,3 +750,27 @@ async fn a_long_poll_member_on_one_node_is_present_on_the_other() {
     let removed = ws.recv_event("pusher_internal:member_removed").await;
     assert_eq!(removed["data"], json!({"user_id": "poller"}).to_string());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_shuts_down_leaves_the_cluster_at_once() {
+    let redis = Deployment::Server(RedisServer::start());
+    // A node timeout far beyond the test's wait: only a clean leave can pass.
+    let mut n = nodes(&redis, 2, |c| c.broker.node_timeout_secs = 300).await;
+    let mut stays = n[1].connect().await;
+    stays.subscribe_presence("presence-desk", "stays").await;
+    let mut goes = n[0].connect().await;
+    goes.subscribe_presence("presence-desk", "goes").await;
+    let mut poller_side = n[0].connect().await;
+    poller_side.subscribe("room").await;
+    stays.recv_event("pusher_internal:member_added").await;
+    n[1].wait_subscriptions("room", 1).await;
+
+    n[0].stop().await;
+    let removed = stays.recv_event("pusher_internal:member_removed").await;
+    assert_eq!(removed["data"], json!({"user_id": "goes"}).to_string());
+    let (_, info) = n[1]
+        .api()
+        .get("/apps/1/channels/room", &[("info", "subscription_count")])
+        .await;
+    assert_eq!(info, json!({"occupied": false, "subscription_count": 0}));
+}

@@ -32,6 +32,31 @@ pub(crate) struct CountChange {
     pub unsubscribe: Option<String>,
 }
 
+/// Ephemeral frames and closes on their way to Redis, in order; counts what is queued
+/// so that a node leaving the cluster can wait for them to go out.
+#[derive(Clone)]
+pub(crate) struct FrameQueue {
+    tx: UnboundedSender<(String, Vec<u8>)>,
+    pending: Arc<AtomicU64>,
+}
+
+impl FrameQueue {
+    pub(crate) fn send(&self, topic: String, payload: Vec<u8>) {
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        if self.tx.send((topic, payload)).is_err() {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Waits, up to `limit`, until everything queued was written (or dropped).
+    async fn drained(&self, limit: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.pending.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+}
+
 /// What ends up announcing occupancy: the observer, behind one call.
 #[derive(Clone)]
 pub(crate) struct Announcer {
@@ -64,11 +89,14 @@ pub struct RedisBroker {
     /// unsubscribe a topic taken again meanwhile.
     topics: Arc<tokio::sync::Mutex<()>>,
     counts: UnboundedSender<CountChange>,
-    frames: UnboundedSender<(String, Vec<u8>)>,
+    frames: FrameQueue,
     announcer: Announcer,
     /// Each app's connections on the other nodes, as of the last heartbeat.
     elsewhere: Arc<HashMap<Arc<str>, AtomicU64>>,
+    heartbeat: Arc<Heartbeat>,
     stop: tokio_util::sync::CancellationToken,
+    /// Stops the heartbeat alone, when the node leaves the cluster on shutdown.
+    stop_beating: tokio_util::sync::CancellationToken,
 }
 
 impl Drop for RedisBroker {
@@ -120,9 +148,16 @@ impl RedisBroker {
                 counts_rx,
             ),
         );
-        let (frames, frames_rx) = unbounded_channel();
-        spawn_until(&stop, write_frames(shared.clone(), frames_rx));
-        let heartbeat = Heartbeat {
+        let (frames_tx, frames_rx) = unbounded_channel();
+        let frames = FrameQueue {
+            tx: frames_tx,
+            pending: Arc::default(),
+        };
+        spawn_until(
+            &stop,
+            write_frames(shared.clone(), frames_rx, frames.pending.clone()),
+        );
+        let heartbeat = Arc::new(Heartbeat {
             shared: shared.clone(),
             apps: apps.iter().cloned().collect(),
             shares: shares.clone(),
@@ -134,8 +169,9 @@ impl RedisBroker {
             link_dropped,
             every: settings.heartbeat,
             node_timeout: settings.node_timeout,
-        };
-        spawn_until(&stop, heartbeat.run());
+        });
+        let stop_beating = stop.child_token();
+        spawn_until(&stop_beating, heartbeat.clone().run());
         Self {
             shared,
             history,
@@ -146,7 +182,9 @@ impl RedisBroker {
             frames,
             announcer,
             elsewhere,
+            heartbeat,
             stop,
+            stop_beating,
         }
     }
 
@@ -276,36 +314,49 @@ async fn write_counts(
 /// Publishes ephemeral frames and closes, in order, batching what is waiting (up to
 /// 256 per round trip). Ephemeral frames are not stored: while Redis is unreachable
 /// they are dropped and counted, so the queue never waits on a dead Redis.
-async fn write_frames(shared: Arc<Shared>, mut frames: UnboundedReceiver<(String, Vec<u8>)>) {
+async fn write_frames(
+    shared: Arc<Shared>,
+    mut frames: UnboundedReceiver<(String, Vec<u8>)>,
+    pending: Arc<AtomicU64>,
+) {
     let mut batch = Vec::with_capacity(64);
-    while frames.recv_many(&mut batch, 256).await > 0 {
-        if !shared.healthy.load(Ordering::Acquire) {
-            metrics::counter!("crier_broker_frames_dropped_total").increment(batch.len() as u64);
-            batch.clear();
-            continue;
+    loop {
+        let taken = frames.recv_many(&mut batch, 256).await;
+        if taken == 0 {
+            return;
         }
-        let mut conn = shared.commands();
-        let command = shared.commands.publish_command();
-        let result = if shared.commands.is_cluster() {
-            let mut result = Ok(());
-            for (topic, payload) in batch.drain(..) {
-                result = redis::cmd(command)
-                    .arg(topic)
-                    .arg(payload)
-                    .query_async::<()>(&mut conn)
-                    .await;
-            }
-            result
-        } else {
-            let mut pipe = redis::pipe();
-            for (topic, payload) in batch.drain(..) {
-                pipe.cmd(command).arg(topic).arg(payload).ignore();
-            }
-            pipe.query_async::<()>(&mut conn).await
-        };
-        if let Err(e) = result {
-            shared.failed("publish frame", &e);
+        write_frame_batch(&shared, &mut batch).await;
+        pending.fetch_sub(taken as u64, Ordering::AcqRel);
+    }
+}
+
+async fn write_frame_batch(shared: &Shared, batch: &mut Vec<(String, Vec<u8>)>) {
+    if !shared.healthy.load(Ordering::Acquire) {
+        metrics::counter!("crier_broker_frames_dropped_total").increment(batch.len() as u64);
+        batch.clear();
+        return;
+    }
+    let mut conn = shared.commands();
+    let command = shared.commands.publish_command();
+    let result = if shared.commands.is_cluster() {
+        let mut result = Ok(());
+        for (topic, payload) in batch.drain(..) {
+            result = redis::cmd(command)
+                .arg(topic)
+                .arg(payload)
+                .query_async::<()>(&mut conn)
+                .await;
         }
+        result
+    } else {
+        let mut pipe = redis::pipe();
+        for (topic, payload) in batch.drain(..) {
+            pipe.cmd(command).arg(topic).arg(payload).ignore();
+        }
+        pipe.query_async::<()>(&mut conn).await
+    };
+    if let Err(e) = result {
+        shared.failed("publish frame", &e);
     }
 }
 
@@ -324,7 +375,7 @@ impl Broker for RedisBroker {
         exclude: Option<&str>,
     ) {
         let topic = self.shared.keys.topic(app, channel);
-        let _ = self.frames.send((topic, codec::ephemeral(&frame, exclude)));
+        self.frames.send(topic, codec::ephemeral(&frame, exclude));
     }
 
     async fn subscribe(&self, app: &Arc<str>, channel: &ChannelName) -> Result<(), BrokerError> {
@@ -420,9 +471,8 @@ impl Broker for RedisBroker {
 
     fn disconnect(&self, app: &str, channel: &ChannelName, reason: &Disconnect) {
         let topic = self.shared.keys.topic(app, channel);
-        let _ = self
-            .frames
-            .send((topic, codec::close(reason.code.code(), &reason.message)));
+        self.frames
+            .send(topic, codec::close(reason.code.code(), &reason.message));
     }
 
     fn add_connection(&self, app: &App) -> bool {
@@ -446,5 +496,18 @@ impl Broker for RedisBroker {
             component: "broker",
             error: format!("redis unreachable: {why}"),
         })
+    }
+
+    /// Durability is Redis's; on shutdown the node leaves the cluster at once, so its
+    /// members and counts do not wait out the node timeout. If Redis cannot be reached,
+    /// the other nodes remove them after it, as for a node that stopped.
+    async fn flush(&self) -> Result<(), BrokerError> {
+        self.stop_beating.cancel();
+        // Departures announced by the connections that just closed go out first.
+        self.frames.drained(std::time::Duration::from_secs(2)).await;
+        if let Err(e) = self.heartbeat.leave().await {
+            tracing::warn!(error = %e, "could not leave the cluster; the other nodes will remove this node after the node timeout");
+        }
+        Ok(())
     }
 }

@@ -2,7 +2,7 @@
 //! presence (put back whenever Redis may have lost them), its connection counts for
 //! the apps' quotas, and the removal of nodes that stopped heartbeating.
 
-use super::broker::Announcer;
+use super::broker::{Announcer, FrameQueue};
 use super::codec;
 use super::dispatch::Control;
 use super::presence::{holder_entry, RedisPresence};
@@ -67,7 +67,7 @@ pub(crate) struct Heartbeat {
     pub shares: Arc<LocalShares>,
     pub presence: RedisPresence,
     pub announcer: Announcer,
-    pub frames: UnboundedSender<(String, Vec<u8>)>,
+    pub frames: FrameQueue,
     pub elsewhere: Arc<HashMap<Arc<str>, AtomicU64>>,
     pub catch_up: UnboundedSender<Control>,
     pub link_dropped: Arc<AtomicBool>,
@@ -76,7 +76,7 @@ pub(crate) struct Heartbeat {
 }
 
 impl Heartbeat {
-    pub(crate) async fn run(self) {
+    pub(crate) async fn run(self: Arc<Self>) {
         let mut tick = tokio::time::interval(self.every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut first = true;
@@ -129,7 +129,7 @@ impl Heartbeat {
             let removed: i64 = conn.zrem(keys.nodes(), node).await?;
             if removed == 1 {
                 tracing::warn!(%node, "a node stopped heartbeating; removing its members");
-                self.remove_node(node).await?;
+                self.remove_node(node, false).await?;
             }
         }
         Ok(())
@@ -181,21 +181,39 @@ impl Heartbeat {
     ) {
         let frame = frames::member_added(channel.as_str(), user, info);
         let topic = self.shared.keys.topic(app, channel);
-        let _ = self
-            .frames
-            .send((topic, codec::ephemeral(frame.as_bytes(), None)));
+        self.frames
+            .send(topic, codec::ephemeral(frame.as_bytes(), None));
         self.announcer.event(
             app,
             ChannelEvent::MemberAdded(channel.clone(), user.clone()),
         );
     }
 
-    fn member_removed(&self, app: &Arc<str>, channel: &ChannelName, user: Arc<str>) {
+    /// Announces a departure; `now` publishes it before returning (the node is leaving
+    /// and its frame queue will not be drained), else it is queued in order.
+    async fn member_removed(
+        &self,
+        app: &Arc<str>,
+        channel: &ChannelName,
+        user: Arc<str>,
+        now: bool,
+    ) -> Result<(), redis::RedisError> {
         let frame = Bytes::from(frames::member_removed(channel.as_str(), &user));
         let topic = self.shared.keys.topic(app, channel);
-        let _ = self.frames.send((topic, codec::ephemeral(&frame, None)));
+        let payload = codec::ephemeral(&frame, None);
         self.announcer
             .event(app, ChannelEvent::MemberRemoved(channel.clone(), user));
+        if now {
+            let mut conn = self.shared.commands();
+            redis::cmd(self.shared.commands.publish_command())
+                .arg(topic)
+                .arg(payload)
+                .query_async::<()>(&mut conn)
+                .await
+        } else {
+            self.frames.send(topic, payload);
+            Ok(())
+        }
     }
 
     /// Puts this node's counts and presence in Redis back to what the node holds.
@@ -230,14 +248,20 @@ impl Heartbeat {
             }
         }
         for entry in listed.difference(&kept) {
-            self.remove_holder(&shared.node_id, entry).await?;
+            self.remove_holder(&shared.node_id, entry, false).await?;
         }
         tracing::info!("this node's channel counts and presence are back in redis");
         Ok(())
     }
 
-    /// Removes one holder entry (`<app>\n<channel>\n<holder>`) of `node`.
-    async fn remove_holder(&self, node: &str, entry: &str) -> Result<(), redis::RedisError> {
+    /// Removes one holder entry (`<app>\n<channel>\n<holder>`) of `node`; `now` as in
+    /// [`Self::member_removed`].
+    async fn remove_holder(
+        &self,
+        node: &str,
+        entry: &str,
+        now: bool,
+    ) -> Result<(), redis::RedisError> {
         let mut parts = entry.splitn(3, '\n');
         let (Some(app), Some(channel), Some(holder)) = (parts.next(), parts.next(), parts.next())
         else {
@@ -252,14 +276,23 @@ impl Heartbeat {
             .leave_in_redis(node, &app, &channel, holder)
             .await?
         {
-            self.member_removed(&app, &channel, user);
+            self.member_removed(&app, &channel, user, now).await?;
         }
         Ok(())
     }
 
+    /// Leaves the cluster on a clean shutdown: the node's members and counts go at once
+    /// (announced as for a stopped node) instead of after the node timeout.
+    pub(crate) async fn leave(&self) -> Result<(), redis::RedisError> {
+        let mut conn = self.shared.commands();
+        conn.zrem::<_, _, ()>(self.shared.keys.nodes(), &self.shared.node_id)
+            .await?;
+        self.remove_node(&self.shared.node_id, true).await
+    }
+
     /// Removes a stopped node's share: its counts (vacating what only it held), its
     /// connections, and its presence members, announced as they leave.
-    async fn remove_node(&self, node: &str) -> Result<(), redis::RedisError> {
+    async fn remove_node(&self, node: &str, now: bool) -> Result<(), redis::RedisError> {
         let keys = &self.shared.keys;
         let mut conn = self.shared.commands();
         for app in &self.apps {
@@ -275,7 +308,7 @@ impl Heartbeat {
         }
         let entries: Vec<String> = conn.smembers(keys.node_holders(node)).await?;
         for entry in &entries {
-            self.remove_holder(node, entry).await?;
+            self.remove_holder(node, entry, now).await?;
         }
         conn.del::<_, ()>(keys.node_holders(node)).await?;
         Ok(())
