@@ -18,6 +18,11 @@ use std::time::Duration;
 /// across a quiet spell; after it, the channel starts a new epoch.
 const META_GRACE: Duration = Duration::from_secs(7 * 86_400);
 
+/// How long the meta a read creates (a channel never published) lives unless a
+/// publish extends it. A cursor from such a read that is used later than this gets a
+/// `crier:gap` it did not need; nothing is lost.
+const READ_META_TTL: Duration = Duration::from_secs(600);
+
 pub struct RedisHistory {
     shared: Arc<Shared>,
 }
@@ -52,7 +57,7 @@ impl RedisHistory {
         limit: i64,
     ) -> Result<ReadReply, HistoryError> {
         let keys = &self.shared.keys;
-        let (_, max_age, meta_ttl) = self.limits(app);
+        let (_, max_age, _) = self.limits(app);
         let mut conn = self.shared.commands();
         scripts::READ
             .key(keys.meta(app, channel))
@@ -61,7 +66,7 @@ impl RedisHistory {
             .arg(limit)
             .arg(&*new_epoch())
             .arg(max_age)
-            .arg(meta_ttl)
+            .arg(READ_META_TTL.as_millis() as u64)
             .arg(u8::from(channel.is_cache()))
             .invoke_async(&mut conn)
             .await

@@ -73,7 +73,10 @@ return out
 });
 
 /// Reads a channel: KEYS meta, history; ARGV after (offset), limit, epoch for a
-/// channel without one, max age (ms), meta ttl (ms), `1` for a `cache-` channel.
+/// channel without one, max age (ms), ttl (ms) of a meta the read creates, `1` for a
+/// `cache-` channel. (A read creates a channel's epoch so that a cursor given before
+/// the first publish stays valid after it; the short ttl keeps reads of channels that
+/// are never published, which anyone with the app key can make, from piling up.)
 /// Returns `{epoch, last offset, oldest retained offset or -1, {payloads...}}`; with
 /// limit `-1`, the payloads are only the newest message.
 pub(crate) static READ: LazyLock<Script> = LazyLock::new(|| {
