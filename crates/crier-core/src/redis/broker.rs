@@ -128,7 +128,7 @@ impl RedisBroker {
                 .map(|a| (a.id.clone(), AtomicU64::new(0)))
                 .collect(),
         );
-        // One message per heartbeat at most.
+        // Bounded by the heartbeat: one catch-up request per beat at most.
         let (control_tx, control_rx) = unbounded_channel();
         let dispatcher = Dispatcher {
             interest: interest.clone(),
@@ -137,6 +137,9 @@ impl RedisBroker {
             link_dropped: link_dropped.clone(),
         };
         spawn_until(&stop, dispatcher.run(pushes, control_rx));
+        // One change per subscription or hold ended, written as fast as Redis answers and
+        // skipped (left to the resync) while Redis is unreachable: it holds what
+        // connections end within a round trip.
         let (counts, counts_rx) = unbounded_channel();
         spawn_until(
             &stop,
@@ -148,6 +151,9 @@ impl RedisBroker {
                 counts_rx,
             ),
         );
+        // Client events (each connection rate-limited by `client_events_per_sec`) and
+        // presence changes, written 256 per round trip, dropped while Redis is
+        // unreachable: it holds what arrives within a round trip.
         let (frames_tx, frames_rx) = unbounded_channel();
         let frames = FrameQueue {
             tx: frames_tx,
@@ -258,6 +264,28 @@ fn spawn_until(
     });
 }
 
+/// Changes this node's share of a channel in Redis by `subscriptions` and `holds`;
+/// returns 1 when that occupied the channel in the cluster, -1 when it vacated it.
+async fn count(
+    shared: &Shared,
+    app: &str,
+    channel: &ChannelName,
+    subscriptions: i64,
+    holds: i64,
+) -> redis::RedisResult<i64> {
+    let keys = &shared.keys;
+    let mut conn = shared.commands();
+    scripts::COUNT
+        .key(keys.subscriptions(app))
+        .key(keys.occupancy(app))
+        .key(keys.node_counts(app, &shared.node_id))
+        .arg(channel.as_str())
+        .arg(subscriptions)
+        .arg(holds)
+        .invoke_async(&mut conn)
+        .await
+}
+
 /// Writes count changes in the order they were made, and announces what they did to
 /// the channel's occupancy in the cluster. The queue holds one change per subscription
 /// ended; while Redis is unreachable the changes are not written but counted in the
@@ -278,17 +306,14 @@ async fn write_counts(
             to_leave.extend(change.unsubscribe);
             continue;
         }
-        let keys = &shared.keys;
-        let mut conn = shared.commands();
-        let result: Result<i64, _> = scripts::COUNT
-            .key(keys.subscriptions(&change.app))
-            .key(keys.occupancy(&change.app))
-            .key(keys.node_counts(&change.app, &shared.node_id))
-            .arg(change.channel.as_str())
-            .arg(change.subscriptions)
-            .arg(change.holds)
-            .invoke_async(&mut conn)
-            .await;
+        let result = count(
+            &shared,
+            &change.app,
+            &change.channel,
+            change.subscriptions,
+            change.holds,
+        )
+        .await;
         match result {
             Ok(occupancy) => announcer.occupancy(&change.app, change.channel, occupancy),
             Err(e) => shared.failed("count", &e),
@@ -384,18 +409,7 @@ impl Broker for RedisBroker {
             self.take_topic(app, channel, &topic).await?;
         }
         self.shares.add(app, channel, 1, 0);
-        let keys = &self.shared.keys;
-        let mut conn = self.shared.commands();
-        let result: Result<i64, _> = scripts::COUNT
-            .key(keys.subscriptions(app))
-            .key(keys.occupancy(app))
-            .key(keys.node_counts(app, &self.shared.node_id))
-            .arg(channel.as_str())
-            .arg(1)
-            .arg(0)
-            .invoke_async(&mut conn)
-            .await;
-        match result {
+        match count(&self.shared, app, channel, 1, 0).await {
             Ok(occupancy) => self.announcer.occupancy(app, channel.clone(), occupancy),
             // The interest is taken and the subscriber will get its messages; the
             // count is put right by the next heartbeat.

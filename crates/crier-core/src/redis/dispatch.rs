@@ -143,56 +143,66 @@ impl Dispatcher {
             metrics::counter!("crier_broker_undecodable_total").increment(1);
             return;
         };
-        let (app, channel) = {
-            let map = self.interest.0.lock();
-            let Some(e) = map.get(topic) else {
-                return;
-            };
-            (e.app.clone(), e.channel.clone())
-        };
-        match item {
-            Item::Message(m) => {
-                let behind = {
-                    let mut map = self.interest.0.lock();
-                    let Some(e) = map.get_mut(topic) else {
-                        return;
-                    };
-                    if *e.epoch != *m.epoch {
-                        // Redis lost the channel and began a new epoch: everything of
-                        // the new one is news.
-                        e.epoch = Arc::from(m.epoch);
-                        e.delivered = 0;
-                    }
-                    if m.offset <= e.delivered {
-                        return;
-                    }
-                    (m.offset > e.delivered + 1).then_some(e.delivered)
-                };
-                if behind.is_some() {
-                    metrics::counter!("crier_broker_catch_ups_total", "cause" => "gap")
-                        .increment(1);
-                    self.catch_up(topic, Some(m.offset - 1)).await;
-                }
-                let epoch = self.epoch_of(topic);
-                let Some(epoch) = epoch else { return };
-                if self.advance(topic, &epoch, m.offset) {
-                    let message = published_from(&app, &channel, &epoch, &m);
-                    self.deliver.deliver(&Arc::new(message));
-                }
-            }
+        let m = match item {
+            Item::Message(m) => m,
             Item::Ephemeral { exclude, frame } => {
-                self.deliver.deliver_frame(&app, &channel, frame, exclude);
+                if let Some((app, channel)) = self.channel_of(topic) {
+                    self.deliver.deliver_frame(&app, &channel, frame, exclude);
+                }
+                return;
             }
             Item::Close { code, reason } => {
-                let code = ErrorCode::from_code(code).unwrap_or(ErrorCode::GenericReconnect);
-                let reason = Disconnect::new(code, reason.to_owned());
-                self.deliver.close(&app, &channel, &reason);
+                if let Some((app, channel)) = self.channel_of(topic) {
+                    let code = ErrorCode::from_code(code).unwrap_or(ErrorCode::GenericReconnect);
+                    let reason = Disconnect::new(code, reason.to_owned());
+                    self.deliver.close(&app, &channel, &reason);
+                }
+                return;
             }
-        }
+        };
+        // The usual case, the next offset, is taken under one lock.
+        let next = {
+            let mut map = self.interest.0.lock();
+            let Some(e) = map.get_mut(topic) else {
+                return;
+            };
+            if *e.epoch != *m.epoch {
+                // Redis lost the channel and began a new epoch: everything of the new
+                // one is news.
+                e.epoch = Arc::from(m.epoch);
+                e.delivered = 0;
+            }
+            if m.offset <= e.delivered {
+                return;
+            }
+            (m.offset == e.delivered + 1).then(|| {
+                e.delivered = m.offset;
+                (e.app.clone(), e.channel.clone(), e.epoch.clone())
+            })
+        };
+        let (app, channel, epoch) = match next {
+            Some(next) => next,
+            None => {
+                metrics::counter!("crier_broker_catch_ups_total", "cause" => "gap").increment(1);
+                self.catch_up(topic, Some(m.offset - 1)).await;
+                let mut map = self.interest.0.lock();
+                let Some(e) = map.get_mut(topic) else {
+                    return;
+                };
+                if *e.epoch != *m.epoch || m.offset <= e.delivered {
+                    return;
+                }
+                e.delivered = m.offset;
+                (e.app.clone(), e.channel.clone(), e.epoch.clone())
+            }
+        };
+        let message = published_from(&app, &channel, &epoch, &m);
+        self.deliver.deliver(&Arc::new(message));
     }
 
-    fn epoch_of(&self, topic: &str) -> Option<Arc<str>> {
-        self.interest.0.lock().get(topic).map(|e| e.epoch.clone())
+    fn channel_of(&self, topic: &str) -> Option<(Arc<str>, ChannelName)> {
+        let map = self.interest.0.lock();
+        map.get(topic).map(|e| (e.app.clone(), e.channel.clone()))
     }
 
     /// Marks `offset` delivered if it is the next one of `epoch`; false if it was
